@@ -1,0 +1,38 @@
+"""The value types every CRDT, the codec and the store share: HLC timestamps and records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    """A hybrid logical clock reading: wall-clock millis, a logical counter, the node's id.
+
+    Ordering is not the dataclass default (the ``node_id`` tie-break must follow the stock
+    client's locale-aware order): use :func:`topgun.crdt.hlc.compare_timestamps`.
+    """
+
+    millis: int
+    counter: int
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LWWRecord:
+    """One last-writer-wins register value; ``value is None`` is a tombstone."""
+
+    value: Any
+    timestamp: Timestamp
+    ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ORRecord:
+    """One add-instance of an observed-remove map, identified by its ``tag``."""
+
+    value: Any
+    timestamp: Timestamp
+    tag: str
+    ttl_ms: int | None = None

@@ -1,0 +1,1 @@
+"""The sync server: auth state machine, Autobahn glue, engine, web resources."""
