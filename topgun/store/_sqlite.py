@@ -1,0 +1,443 @@
+"""The SQLite store: one database file, one writer thread, group commit.
+
+Every SQLite call runs on one thread, one job at a time, so the connection is never used
+concurrently. Commits requested while a job runs accumulate and go into the next job's
+single transaction; each caller's Deferred fires once that transaction's COMMIT returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from topgun.store._codec import EncodedChange, Kind, decode_lww, decode_or, encode_changes
+from topgun.store._codec import text_field as _text_field
+from topgun.store._errors import StoreClosedError, StoreError, StoreOpenError
+from topgun.store._types import Change, MapSnapshot
+
+SCHEMA_VERSION = 1
+"""The schema this code writes, kept in the database's ``user_version``."""
+
+APPLICATION_ID = 0x5447756E
+"""``PRAGMA application_id`` of a topgun store (``"TGun"``): tells our files from others."""
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_log = Logger()
+
+_TABLES = {
+    "lww": """
+        CREATE TABLE lww (
+            map TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB,
+            millis INTEGER NOT NULL,
+            counter INTEGER NOT NULL,
+            node_id TEXT NOT NULL,
+            ttl_ms INTEGER,
+            PRIMARY KEY (map, key)
+        ) WITHOUT ROWID
+    """,
+    "or_records": """
+        CREATE TABLE or_records (
+            map TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            value BLOB NOT NULL,
+            millis INTEGER NOT NULL,
+            counter INTEGER NOT NULL,
+            node_id TEXT NOT NULL,
+            ttl_ms INTEGER,
+            PRIMARY KEY (map, key, tag)
+        ) WITHOUT ROWID
+    """,
+    "or_tombstones": """
+        CREATE TABLE or_tombstones (
+            map TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            PRIMARY KEY (map, tag)
+        ) WITHOUT ROWID
+    """,
+}
+
+_SQL = {
+    Kind.LWW_PUT: "INSERT OR REPLACE INTO lww"
+    " (map, key, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    Kind.LWW_DELETE: "DELETE FROM lww WHERE map = ? AND key = ?",
+    Kind.OR_PUT: "INSERT OR REPLACE INTO or_records"
+    " (map, key, tag, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    Kind.OR_REMOVE: "DELETE FROM or_records WHERE map = ? AND key = ? AND tag = ?",
+    Kind.TOMBSTONE_ADD: "INSERT OR IGNORE INTO or_tombstones (map, tag) VALUES (?, ?)",
+    Kind.TOMBSTONE_DELETE: "DELETE FROM or_tombstones WHERE map = ? AND tag = ?",
+}
+
+
+class _Layout(enum.Enum):
+    EMPTY = "empty"
+    CURRENT = "current"
+
+
+def _inspect(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    return app_id, version, tables
+
+
+def _layout(path: str, conn: sqlite3.Connection) -> _Layout:
+    app_id, version, tables = _inspect(conn)
+    if app_id == 0 and version == 0 and not tables:
+        return _Layout.EMPTY
+    if app_id != APPLICATION_ID or version < 1:
+        listed = ", ".join(sorted(tables)) or "none"
+        raise StoreOpenError(
+            f"{path!r} is an SQLite database but not a topgun store "
+            f"(application_id {app_id:#x}, user_version {version}, tables: {listed})"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreOpenError(
+            f"{path!r} holds topgun store schema version {version}, written by a newer "
+            f"topgun; this version understands schema {SCHEMA_VERSION} only"
+        )
+    missing = _TABLES.keys() - tables
+    if missing:
+        raise StoreOpenError(
+            f"{path!r} is a damaged topgun store: missing tables {', '.join(sorted(missing))}"
+        )
+    return _Layout.CURRENT
+
+
+class _Database:
+    """The synchronous side: one connection, used by one thread at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: str, synchronous: Synchronous, busy_timeout: float) -> _Database:
+        try:
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise StoreOpenError(f"cannot open {path!r} as an SQLite database: {e}") from e
+        try:
+            cls._prepare(path, conn, synchronous)
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreOpenError(f"cannot use {path!r} as an SQLite database: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    @staticmethod
+    def _prepare(path: str, conn: sqlite3.Connection, synchronous: Synchronous) -> None:
+        # Inspect before anything writes: a foreign database must be left exactly as it was.
+        _layout(path, conn)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            _log.warn(
+                "SQLite store {path} cannot use WAL mode; journal mode is {mode}",
+                path=path,
+                mode=mode,
+            )
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Checked again under the write lock: another process may have created it.
+            if _layout(path, conn) is _Layout.EMPTY:
+                for ddl in _TABLES.values():
+                    conn.execute(ddl)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def apply(self, changes: list[EncodedChange]) -> None:
+        """Apply ``changes`` in one transaction; on any error roll back and re-raise."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for kind, run in itertools.groupby(changes, key=lambda change: change[0]):
+                conn.executemany(_SQL[kind], [row for _, row in run])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def load_map(self, map_name: str) -> MapSnapshot:
+        snapshot = MapSnapshot()
+        rows = self._conn.execute(
+            "SELECT key, value, millis, counter, node_id, ttl_ms FROM lww WHERE map = ?",
+            (map_name,),
+        )
+        for key, *fields in rows:
+            snapshot.lww[key] = decode_lww(map_name, key, fields)
+        rows = self._conn.execute(
+            "SELECT key, tag, value, millis, counter, node_id, ttl_ms"
+            " FROM or_records WHERE map = ?",
+            (map_name,),
+        )
+        for key, tag, *fields in rows:
+            snapshot.or_records.setdefault(key, {})[tag] = decode_or(map_name, key, tag, fields)
+        snapshot.or_tombstones = {
+            row[0]
+            for row in self._conn.execute(
+                "SELECT tag FROM or_tombstones WHERE map = ?", (map_name,)
+            )
+        }
+        return snapshot
+
+    def map_names(self) -> list[str]:
+        names: set[str] = set()
+        for table in _TABLES:
+            # One index probe per distinct map rather than a scan of every row.
+            name = self._conn.execute(f"SELECT min(map) FROM {table}").fetchone()[0]
+            while name is not None:
+                names.add(name)
+                name = self._conn.execute(
+                    f"SELECT min(map) FROM {table} WHERE map > ?", (name,)
+                ).fetchone()[0]
+        return sorted(names)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Job:
+    """What the writer thread does in one go: one transaction, then the reads."""
+
+    changes: list[EncodedChange] = field(default_factory=list)
+    commits: list[Deferred[None]] = field(default_factory=list)
+    reads: list[tuple[Callable[[_Database], Any], str, Deferred[Any]]] = field(
+        default_factory=list
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """A read that raised, carried back to the reactor thread."""
+
+    error: BaseException
+
+
+@dataclass
+class _Outcome:
+    commit_error: BaseException | None
+    reads: list[object]
+
+
+def _store_error(message: str, cause: sqlite3.Error) -> StoreError:
+    error = StoreError(f"{message}: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+def _run(db: _Database, job: _Job) -> _Outcome:
+    """The writer thread's side of a job: never raises, every failure is in the outcome."""
+    commit_error: BaseException | None = None
+    if job.changes:
+        try:
+            db.apply(job.changes)
+        except sqlite3.Error as e:
+            commit_error = _store_error(
+                f"transaction of {len(job.commits)} commit(s) ({len(job.changes)} changes) "
+                "failed and was rolled back",
+                e,
+            )
+        except Exception as e:
+            commit_error = e
+    results: list[object] = []
+    for read, what, _ in job.reads:
+        try:
+            results.append(read(db))
+        except sqlite3.Error as e:
+            results.append(_Raised(_store_error(f"cannot {what}", e)))
+        except Exception as e:
+            results.append(_Raised(e))
+    return _Outcome(commit_error, results)
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class SQLiteStore:
+    """A :class:`~topgun.store.Store` in one SQLite file, written through one thread.
+
+    The file is opened (and created with the current schema if empty) by the constructor, so
+    a bad path fails at start-up with :class:`StoreOpenError`. The journal is WAL and
+    ``synchronous`` is ``FULL`` by default: a commit is on disk, and survives power loss,
+    before its Deferred fires. ``NORMAL`` is faster and survives a crash of the process but
+    may lose the last commits on power loss.
+
+    ``threadpool`` defaults to a private pool of one thread that :meth:`close` stops; an
+    injected pool must be started and stopped by its owner (the store never runs two jobs at
+    once, whatever the pool's size). ``busy_timeout`` is how long a transaction waits for a
+    lock held by another connection before failing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool | None = None,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        self.path = os.fspath(path)
+        self.synchronous = synchronous
+        self._db = _Database.open(self.path, synchronous, busy_timeout)
+        self._reactor = reactor
+        self._owns_pool = threadpool is None
+        if threadpool is None:
+            threadpool = ThreadPool(minthreads=1, maxthreads=1, name="topgun-store-writer")
+            threadpool.start()
+        self._pool = threadpool
+        self._state = _State.OPEN
+        self._busy = False
+        self._next = _Job()
+        self._close_waiters: list[Deferred[None]] = []
+        self._transactions = 0
+        # Should the embedding application forget close(), requested commits still finish
+        # before the reactor stops, and the writer thread does not outlive it.
+        self._core = IReactorCore(reactor, None)
+        self._trigger = None
+        if self._core is not None:
+            self._trigger = self._core.addSystemEventTrigger("before", "shutdown", self.close)
+
+    @property
+    def transactions(self) -> int:
+        """How many transactions have been committed since the store was opened."""
+        return self._transactions
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        """Apply ``changes`` atomically; fires after the transaction holding them committed."""
+        if self._state is not _State.OPEN:
+            return fail(StoreClosedError(f"the SQLite store {self.path!r} is closed"))
+        try:
+            encoded = encode_changes(changes)
+        except StoreError as e:
+            return fail(e)
+        d: Deferred[None] = Deferred()
+        self._next.changes.extend(encoded)
+        self._next.commits.append(d)
+        self._kick()
+        return d
+
+    def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
+        """Everything stored for ``map_name``."""
+        try:
+            name = _text_field("map name", map_name)
+        except StoreError as e:
+            return fail(e)
+        return self._read(lambda db: db.load_map(name), f"load map {name!r}")
+
+    def map_names(self) -> Deferred[list[str]]:
+        """The sorted names of every map holding a record or a tombstone."""
+        return self._read(_Database.map_names, "list map names")
+
+    def _read(self, read: Callable[[_Database], _T], what: str) -> Deferred[_T]:
+        if self._state is not _State.OPEN:
+            return fail(StoreClosedError(f"the SQLite store {self.path!r} is closed"))
+        d: Deferred[_T] = Deferred()
+        self._next.reads.append((read, what, d))
+        self._kick()
+        return d
+
+    def close(self) -> Deferred[None]:
+        """Finish every requested operation, close the database and stop the writer thread."""
+        if self._state is _State.CLOSED:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._close_waiters.append(d)
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+            if self._core is not None and self._trigger is not None:
+                self._core.removeSystemEventTrigger(self._trigger)
+                self._trigger = None
+            self._kick()
+        return d
+
+    def _kick(self) -> None:
+        if self._busy:
+            return
+        job = self._next
+        if job.commits or job.reads:
+            self._next = _Job()
+            self._busy = True
+            ran = deferToThreadPool(self._reactor, self._pool, _run, self._db, job)
+            ran.addCallbacks(
+                self._finished, self._crashed, callbackArgs=(job,), errbackArgs=(job,)
+            )
+        elif self._state is _State.CLOSING:
+            self._busy = True
+            closing = deferToThreadPool(self._reactor, self._pool, self._db.close)
+            closing.addCallbacks(self._closed, self._closed)
+
+    def _finished(self, outcome: _Outcome, job: _Job) -> None:
+        self._busy = False
+        if outcome.commit_error is None:
+            if job.changes:
+                self._transactions += 1
+            for d in job.commits:
+                d.callback(None)
+        else:
+            for d in job.commits:
+                d.errback(outcome.commit_error)
+        for (_, _, read), result in zip(job.reads, outcome.reads, strict=True):
+            if isinstance(result, _Raised):
+                read.errback(result.error)
+            else:
+                read.callback(result)
+        self._kick()
+
+    def _crashed(self, failure: Failure, job: _Job) -> None:
+        # Only a BaseException escaping _run gets here; the job's outcome is unknown.
+        self._busy = False
+        _log.failure("SQLite store job crashed", failure)
+        for d in [*job.commits, *(read[2] for read in job.reads)]:
+            d.errback(failure)
+        self._kick()
+
+    def _closed(self, result: Failure | None) -> None:
+        self._busy = False
+        self._state = _State.CLOSED
+        if self._owns_pool:
+            self._pool.stop()
+        waiters, self._close_waiters = self._close_waiters, []
+        for d in waiters:
+            if result is None:
+                d.callback(None)
+            else:
+                d.errback(result)

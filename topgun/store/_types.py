@@ -1,0 +1,106 @@
+"""What a store holds and how callers talk to it: changes, snapshots, the Store protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+from twisted.internet.defer import Deferred
+
+from topgun.crdt.records import LWWRecord, ORRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PutLWW:
+    """Insert or replace the LWW record of ``key`` in ``map`` (tombstones included)."""
+
+    map: str
+    key: str
+    record: LWWRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLWW:
+    """Forget the LWW record of ``key`` in ``map`` entirely (tombstone garbage collection)."""
+
+    map: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutOR:
+    """Insert or replace the OR record ``record.tag`` under ``key`` in ``map``."""
+
+    map: str
+    key: str
+    record: ORRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveOR:
+    """Drop the OR record ``tag`` under ``key`` in ``map`` (its tag was tombstoned)."""
+
+    map: str
+    key: str
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddORTombstone:
+    """Add ``tag`` to the map-wide OR tombstone set of ``map``."""
+
+    map: str
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteORTombstone:
+    """Remove ``tag`` from the OR tombstone set of ``map`` (tombstone garbage collection)."""
+
+    map: str
+    tag: str
+
+
+Change: TypeAlias = PutLWW | DeleteLWW | PutOR | RemoveOR | AddORTombstone | DeleteORTombstone
+
+
+@dataclass(slots=True)
+class MapSnapshot:
+    """Everything stored for one map; a fresh copy per load, owned by the caller.
+
+    ``or_records`` maps key → tag → record; ``or_tombstones`` is the map-wide tag set.
+    A map never written loads as an empty snapshot.
+    """
+
+    lww: dict[str, LWWRecord] = field(default_factory=dict)
+    or_records: dict[str, dict[str, ORRecord]] = field(default_factory=dict)
+    or_tombstones: set[str] = field(default_factory=set)
+
+
+class Store(Protocol):
+    """Durable storage of CRDT records, shared by every map of a server.
+
+    Operations take effect in the order they are requested. A load reflects at least every
+    commit requested before it.
+    """
+
+    def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
+        """Everything stored for ``map_name``."""
+        ...
+
+    def map_names(self) -> Deferred[list[str]]:
+        """The sorted names of every map that holds at least one record or tombstone."""
+        ...
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        """Apply ``changes`` atomically, in order; fire once they are durably committed.
+
+        Fails with :class:`StoreEncodingError` (nothing applied) when a change cannot be
+        stored, with :class:`StoreError` when the transaction carrying it was rolled back.
+        """
+        ...
+
+    def close(self) -> Deferred[None]:
+        """Finish every requested operation, then release the store; later calls fail."""
+        ...
