@@ -11,7 +11,9 @@ import re
 import subprocess
 import sys
 
-_COUNTS = re.compile(r"(successes|failures|errors|skips|expectedFailures|unexpectedSuccesses)=(\d+)")
+_COUNTS = re.compile(
+    r"(successes|failures|errors|skips|expectedFailures|unexpectedSuccesses)=(\d+)"
+)
 
 
 def summarise(output: str) -> tuple[int, int, int]:
