@@ -135,17 +135,20 @@ class JWTVerifier:
                 audience=self._audience,
             )
         except jwt.PyJWTError as error:
-            raise TokenRejected(_reason_for(error)) from None
-        return self._principal(claims)
+            reason = _reason_for(error)
+        else:
+            return self._principal(claims)
+        # Raised outside the handler so PyJWT's exception, whose message may quote parts
+        # of the token, is not kept as __context__.
+        raise TokenRejected(reason)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         exp = claims.get("exp")
         if exp is None:
             raise TokenRejected("missing exp")
-        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not _finite(exp):
             raise TokenRejected("invalid exp")
-        # RFC 7519 §4.1.4: valid only before exp. Subtracting on the float side keeps a
-        # huge integer exp from overflowing.
+        # RFC 7519 §4.1.4: valid only before exp.
         if exp <= self._now() - self._leeway:
             raise TokenRejected("expired")
         subject = claims.get("sub")
@@ -161,6 +164,15 @@ class JWTVerifier:
         else:
             raise TokenRejected("invalid roles")
         return Principal(subject=subject, roles=kept, claims=claims, expires_at=int(exp))
+
+
+def _finite(number: float) -> bool:
+    # JSON integers are unbounded; one that no float can hold would break every later
+    # use of expires_at as a time.
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def _reason_for(error: jwt.PyJWTError) -> RejectReason:
