@@ -7,7 +7,7 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from topgun.store._codec import Kind, Row, decode_lww, decode_or, encode_changes
+from topgun.store._codec import Kind, Row, decode_lww, decode_or, encode_changes, text_field
 from topgun.store._errors import StoreClosedError, StoreError
 from topgun.store._types import Change, MapSnapshot
 
@@ -33,7 +33,7 @@ class MemoryStore:
         if self._closed:
             return fail(StoreClosedError("the memory store is closed"))
         try:
-            snapshot = self._snapshot(map_name)
+            snapshot = self._snapshot(text_field("map name", map_name))
         except StoreError as e:
             return fail(e)
         return succeed(snapshot)

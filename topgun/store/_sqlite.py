@@ -241,9 +241,9 @@ class _Job:
 
 @dataclass(frozen=True, slots=True)
 class _Raised:
-    """A read that raised, carried back to the reactor thread."""
+    """An operation that failed, carried back to the reactor thread."""
 
-    error: BaseException
+    error: BaseException | Failure
 
 
 @dataclass
@@ -406,29 +406,34 @@ class SQLiteStore:
             closing.addCallbacks(self._closed, self._closed)
 
     def _finished(self, outcome: _Outcome, job: _Job) -> None:
-        self._busy = False
-        if outcome.commit_error is None:
-            if job.changes:
-                self._transactions += 1
-            for d in job.commits:
-                d.callback(None)
-        else:
-            for d in job.commits:
-                d.errback(outcome.commit_error)
-        for (_, _, read), result in zip(job.reads, outcome.reads, strict=True):
-            if isinstance(result, _Raised):
-                read.errback(result.error)
-            else:
-                read.callback(result)
-        self._kick()
+        error = outcome.commit_error
+        if error is None and job.changes:
+            self._transactions += 1
+        committed = None if error is None else _Raised(error)
+        results: list[tuple[Deferred[Any], object]] = [(d, committed) for d in job.commits]
+        results += [
+            (read, result) for (_, _, read), result in zip(job.reads, outcome.reads, strict=True)
+        ]
+        self._fire(results)
 
     def _crashed(self, failure: Failure, job: _Job) -> None:
         # Only a BaseException escaping _run gets here; the job's outcome is unknown.
-        self._busy = False
         _log.failure("SQLite store job crashed", failure)
-        for d in [*job.commits, *(read[2] for read in job.reads)]:
-            d.errback(failure)
-        self._kick()
+        crashed = _Raised(failure)
+        self._fire([(d, crashed) for d in [*job.commits, *(read for _, _, read in job.reads)]])
+
+    def _fire(self, results: list[tuple[Deferred[Any], object]]) -> None:
+        # Still busy while the callbacks run: what they request joins the next job together
+        # with everything else that queued, instead of starting a job of its own.
+        try:
+            for d, result in results:
+                if isinstance(result, _Raised):
+                    d.errback(result.error)
+                else:
+                    d.callback(result)
+        finally:
+            self._busy = False
+            self._kick()
 
     def _closed(self, result: Failure | None) -> None:
         self._busy = False

@@ -1,0 +1,409 @@
+"""SQLiteStore on real files, with its real writer thread and the reactor trial runs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Generator
+from contextlib import closing
+from typing import Any, cast
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+
+from tests.store._contract import StoreContractTests, lww, orr
+from topgun.crdt.records import Timestamp
+from topgun.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    AddORTombstone,
+    Change,
+    MapSnapshot,
+    PutLWW,
+    PutOR,
+    SQLiteStore,
+    Store,
+    StoreClosedError,
+    StoreError,
+    StoreOpenError,
+)
+
+reactor = cast(IReactorFromThreads, _reactor)
+
+
+def query(path: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows from a connection of its own: sees only what the store has committed."""
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def writer_threads() -> int:
+    return sum("topgun-store-writer" in thread.name for thread in threading.enumerate())
+
+
+class SQLiteFiles(TestCase):
+    """Helpers: a fresh database path per call, stores closed at cleanup."""
+
+    def db_path(self) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return os.path.join(directory, "store.sqlite3")
+
+    def open_store(self, path: str | None = None, **options: Any) -> SQLiteStore:
+        store = SQLiteStore(path or self.db_path(), reactor=reactor, **options)
+        self.addCleanup(store.close)
+        return store
+
+
+class SQLiteStoreContractTests(StoreContractTests, SQLiteFiles):
+    """SQLiteStore keeps the Store contract."""
+
+    def make_store(self) -> Store:
+        return SQLiteStore(self.db_path(), reactor=reactor)
+
+
+class DurabilityTests(SQLiteFiles):
+    """What is committed is in the file, in the documented format."""
+
+    @inlineCallbacks
+    def test_reopen_keeps_data(self) -> Generator[Deferred[Any], Any, None]:
+        """Data committed, then closed, loads back from a new store on the same file."""
+        path = self.db_path()
+        store = SQLiteStore(path, reactor=reactor)
+        changes: list[Change] = [
+            PutLWW("users", "ada", lww({"name": "Ada", "born": 1815})),
+            PutLWW("users", "gone", lww(None, Timestamp(2**64 - 1, 3, "n"), ttl_ms=10)),
+            PutOR("tags", "k", orr(b"\x00", "1:0:n", ttl_ms=5)),
+            AddORTombstone("tags", "0:0:n"),
+        ]
+        yield store.commit(changes)
+        yield store.close()
+        reopened = self.open_store(path)
+        users = yield reopened.load_map("users")
+        tags = yield reopened.load_map("tags")
+        names = yield reopened.map_names()
+        self.assertEqual(
+            users,
+            MapSnapshot(
+                lww={
+                    "ada": lww({"name": "Ada", "born": 1815}),
+                    "gone": lww(None, Timestamp(2**64 - 1, 3, "n"), ttl_ms=10),
+                }
+            ),
+        )
+        self.assertEqual(
+            tags,
+            MapSnapshot(
+                or_records={"k": {"1:0:n": orr(b"\x00", "1:0:n", ttl_ms=5)}},
+                or_tombstones={"0:0:n"},
+            ),
+        )
+        self.assertEqual(names, ["tags", "users"])
+
+    @inlineCallbacks
+    def test_file_format(self) -> Generator[Deferred[Any], Any, None]:
+        """The file is WAL, tagged as a topgun store, values msgpack BLOBs, timestamps integers."""
+        path = self.db_path()
+        store = self.open_store(path)
+        yield store.commit(
+            [
+                PutLWW("m", "k", lww({"a": 1}, Timestamp(1_700_000_000_000, 7, "node-1"), 5)),
+                PutLWW("m", "dead", lww(None)),
+            ]
+        )
+        self.assertEqual(query(path, "PRAGMA application_id"), [(APPLICATION_ID,)])
+        self.assertEqual(query(path, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(query(path, "PRAGMA journal_mode"), [("wal",)])
+        self.assertEqual(
+            query(
+                path, "SELECT key, value, millis, counter, node_id, ttl_ms FROM lww ORDER BY key"
+            ),
+            [
+                ("dead", None, 1_700_000_000_000, 0, "node-1", None),
+                ("k", b"\x81\xa1a\x01", 1_700_000_000_000, 7, "node-1", 5),
+            ],
+        )
+
+    @inlineCallbacks
+    def test_synchronous_setting(self) -> Generator[Deferred[Any], Any, None]:
+        """The connection runs with synchronous=FULL unless NORMAL is asked for."""
+
+        def setting(store: SQLiteStore) -> Deferred[int]:
+            return store._read(
+                lambda db: db._conn.execute("PRAGMA synchronous").fetchone()[0], "read pragma"
+            )
+
+        full = yield setting(self.open_store())
+        normal = yield setting(self.open_store(synchronous="NORMAL"))
+        self.assertEqual((full, normal), (2, 1))
+        with self.assertRaises(ValueError):
+            SQLiteStore(self.db_path(), reactor=reactor, synchronous="OFF")  # type: ignore[arg-type]
+
+
+class GroupCommitTests(SQLiteFiles):
+    """Commits requested while the writer is busy share one transaction."""
+
+    @inlineCallbacks
+    def test_commits_coalesce(self) -> Generator[Deferred[Any], Any, None]:
+        """Commits requested together take two transactions, each firing once it is visible."""
+        path = self.db_path()
+        store = self.open_store(path)
+        visible: list[bool] = []
+
+        def check(_: None, key: str) -> None:
+            visible.append(query(path, "SELECT count(*) FROM lww WHERE key = ?", key) == [(1,)])
+
+        # The first commit starts a transaction at once; the writer cannot report back
+        # before this loop returns to the reactor, so the other 49 wait and go together.
+        commits = [
+            store.commit([PutLWW("m", f"k{i}", lww(i))]).addCallback(check, f"k{i}")
+            for i in range(50)
+        ]
+        yield gatherResults(commits)
+        self.assertEqual(store.transactions, 2)
+        self.assertEqual(visible, [True] * 50)
+
+    @inlineCallbacks
+    def test_concurrent_committers(self) -> Generator[Deferred[Any], Any, None]:
+        """Many committers, each waiting for its previous commit, share transactions."""
+        store = self.open_store()
+
+        @inlineCallbacks
+        def committer(name: str) -> Generator[Deferred[Any], Any, None]:
+            for i in range(20):
+                yield store.commit([PutLWW("m", f"{name}-{i}", lww(i))])
+
+        yield gatherResults([committer(f"c{n}") for n in range(10)])
+        snapshot = yield store.load_map("m")
+        self.assertEqual(len(snapshot.lww), 200)
+        self.assertLessEqual(store.transactions, 30)
+
+    @inlineCallbacks
+    def test_reads_see_earlier_commits(self) -> Generator[Deferred[Any], Any, None]:
+        """A load requested after a commit sees it, even before the commit has fired."""
+        store = self.open_store()
+        store.commit([PutLWW("m", "first", lww(1))])
+        store.commit([PutLWW("m", "second", lww(2))])
+        snapshot = yield store.load_map("m")
+        names = yield store.map_names()
+        self.assertEqual(snapshot.lww, {"first": lww(1), "second": lww(2)})
+        self.assertEqual(names, ["m"])
+
+    @inlineCallbacks
+    def test_failed_transaction_fails_its_group(self) -> Generator[Deferred[Any], Any, None]:
+        """A transaction that fails half-way fails every commit in it and leaves no trace."""
+        path = self.db_path()
+        store = self.open_store(path)
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON lww WHEN NEW.key = 'boom'"
+                " BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END"
+            )
+            conn.commit()
+        first = store.commit([PutLWW("m", "a", lww(1))])
+        group = [
+            store.commit([PutLWW("m", "b", lww(2)), PutOR("m", "b", orr(2, "t"))]),
+            store.commit([PutLWW("m", "boom", lww(3))]),
+            store.commit([AddORTombstone("m", "t2")]),
+        ]
+        yield first
+        for d in group:
+            failure = yield self.assertFailure(d, StoreError)
+            self.assertIn("3 commit(s) (4 changes) failed and was rolled back", str(failure))
+            self.assertIn("refused by trigger", str(failure))
+        self.assertEqual(query(path, "SELECT key FROM lww"), [("a",)])
+        self.assertEqual(query(path, "SELECT count(*) FROM or_records"), [(0,)])
+        self.assertEqual(query(path, "SELECT count(*) FROM or_tombstones"), [(0,)])
+        self.assertEqual(store.transactions, 1)
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("DROP TRIGGER refuse")
+            conn.commit()
+        yield store.commit([PutLWW("m", "boom", lww(3))])
+        snapshot = yield store.load_map("m")
+        self.assertEqual(sorted(snapshot.lww), ["a", "boom"])
+
+    @inlineCallbacks
+    def test_locked_database(self) -> Generator[Deferred[Any], Any, None]:
+        """A commit that cannot get the write lock in time fails; the next one succeeds."""
+        path = self.db_path()
+        store = self.open_store(path, busy_timeout=0.05)
+        other = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        failure = yield self.assertFailure(store.commit([PutLWW("m", "k", lww(1))]), StoreError)
+        self.assertIn("database is locked", str(failure))
+        other.execute("ROLLBACK")
+        yield store.commit([PutLWW("m", "k", lww(2))])
+        snapshot = yield store.load_map("m")
+        self.assertEqual(snapshot.lww, {"k": lww(2)})
+
+
+class LifecycleTests(SQLiteFiles):
+    """close finishes what was asked, then releases the file and the thread."""
+
+    @inlineCallbacks
+    def test_close_waits_for_pending_work(self) -> Generator[Deferred[Any], Any, None]:
+        """close fires after every earlier commit and load, then stops the writer thread."""
+        path = self.db_path()
+        before = writer_threads()
+        store = SQLiteStore(path, reactor=reactor)
+        self.assertEqual(writer_threads(), before + 1)
+        order: list[str] = []
+
+        def done(_: None, i: int) -> None:
+            order.append(f"commit {i}")
+
+        commits = [
+            store.commit([PutLWW("m", f"k{i}", lww(i))]).addCallback(done, i) for i in range(20)
+        ]
+        load = store.load_map("m").addCallback(lambda s: order.append(f"load {len(s.lww)}"))
+        closed = store.close().addCallback(lambda _: order.append("closed"))
+        late = store.commit([PutLWW("m", "late", lww(0))])
+        yield self.assertFailure(late, StoreClosedError)
+        yield gatherResults([*commits, load, closed])
+        self.assertEqual(order, [*(f"commit {i}" for i in range(20)), "load 20", "closed"])
+        self.assertEqual(writer_threads(), before)
+        self.assertEqual(query(path, "SELECT count(*) FROM lww"), [(20,)])
+
+    @inlineCallbacks
+    def test_close_twice(self) -> Generator[Deferred[Any], Any, None]:
+        """Closing while closing, or once closed, fires when the store is closed."""
+        store = SQLiteStore(self.db_path(), reactor=reactor)
+        store.commit([PutLWW("m", "k", lww(1))])
+        first, second = store.close(), store.close()
+        yield gatherResults([first, second])
+        yield store.close()
+
+    @inlineCallbacks
+    def test_injected_threadpool(self) -> Generator[Deferred[Any], Any, None]:
+        """An injected pool, even of several threads, serves the store and outlives it."""
+        pool = ThreadPool(minthreads=3, maxthreads=3, name="injected")
+        pool.start()
+        self.addCleanup(pool.stop)
+        before = writer_threads()
+        store = SQLiteStore(self.db_path(), reactor=reactor, threadpool=pool)
+        self.assertEqual(writer_threads(), before)
+        commits = [store.commit([PutLWW("m", f"k{i}", lww(i))]) for i in range(30)]
+        loads = [store.load_map("m") for _ in range(5)]
+        yield gatherResults(commits)
+        snapshots = yield gatherResults(loads)
+        self.assertEqual([len(s.lww) for s in snapshots], [30] * 5)
+        yield store.close()
+        self.assertTrue(pool.started)
+        self.assertEqual(len(pool.threads), 3)
+
+
+class OpenErrorTests(SQLiteFiles):
+    """Files that are not a usable topgun store are refused with a clear StoreOpenError."""
+
+    def write(self, data: bytes) -> str:
+        path = self.db_path()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def make_sqlite(self, *statements: str) -> str:
+        path = self.db_path()
+        with closing(sqlite3.connect(path)) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return path
+
+    def test_not_sqlite(self) -> None:
+        """A file that is not SQLite is refused, naming the file."""
+        path = self.write(b"hello, this is a text file and not a database\n" * 200)
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+        self.assertIn(repr(path), str(error))
+        self.assertIn("file is not a database", str(error))
+
+    def test_foreign_sqlite_untouched(self) -> None:
+        """Another application's SQLite file is refused and left byte for byte as it was."""
+        path = self.make_sqlite("CREATE TABLE users (id INTEGER)", "INSERT INTO users VALUES (1)")
+        with open(path, "rb") as f:
+            before = f.read()
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+        self.assertIn("not a topgun store", str(error))
+        self.assertIn("tables: users", str(error))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(query(path, "PRAGMA journal_mode"), [("delete",)])
+
+    def test_newer_schema(self) -> None:
+        """A topgun store of a newer schema is refused, saying so."""
+        path = self.make_sqlite(
+            f"PRAGMA application_id = {APPLICATION_ID}",
+            f"PRAGMA user_version = {SCHEMA_VERSION + 1}",
+            "CREATE TABLE future (x)",
+        )
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+        self.assertIn(
+            f"schema version {SCHEMA_VERSION + 1}, written by a newer topgun", str(error)
+        )
+
+    def test_damaged_store(self) -> None:
+        """A topgun store whose tables are gone is refused as damaged."""
+        path = self.make_sqlite(
+            f"PRAGMA application_id = {APPLICATION_ID}",
+            f"PRAGMA user_version = {SCHEMA_VERSION}",
+            "CREATE TABLE lww (x)",
+        )
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+        self.assertIn("damaged topgun store: missing tables or_records, or_tombstones", str(error))
+
+    def test_unopenable_paths(self) -> None:
+        """A directory, or a file in a missing directory, is refused with StoreOpenError."""
+        directory = os.path.dirname(self.db_path())
+        for path in (directory, os.path.join(directory, "missing", "store.sqlite3")):
+            error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+            self.assertIn(repr(path), str(error))
+
+    @inlineCallbacks
+    def test_empty_file_becomes_store(self) -> Generator[Deferred[Any], Any, None]:
+        """An existing empty file is initialised as a new store."""
+        path = self.write(b"")
+        store = self.open_store(path)
+        yield store.commit([PutLWW("m", "k", lww(1))])
+        self.assertEqual(query(path, "PRAGMA application_id"), [(APPLICATION_ID,)])
+
+
+class CorruptionTests(SQLiteFiles):
+    """Damage found while running fails the operation with StoreError, never a crash."""
+
+    @inlineCallbacks
+    def test_corrupt_pages(self) -> Generator[Deferred[Any], Any, None]:
+        """Overwritten pages make load_map and commit fail with StoreError."""
+        path = self.db_path()
+        store = SQLiteStore(path, reactor=reactor)
+        yield store.commit([PutLWW("m", str(i), lww("x" * 50)) for i in range(2000)])
+        yield store.close()
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek(4096)
+            f.write(b"\xa5" * (size - 4096))
+        store = self.open_store(path)
+        failure = yield self.assertFailure(store.load_map("m"), StoreError)
+        self.assertIn("cannot load map 'm': database disk image is malformed", str(failure))
+        failure = yield self.assertFailure(store.commit([PutLWW("m", "k", lww(1))]), StoreError)
+        self.assertIn("rolled back: database disk image is malformed", str(failure))
+
+    @inlineCallbacks
+    def test_corrupt_values(self) -> Generator[Deferred[Any], Any, None]:
+        """A stored value that is not msgpack, or not a BLOB, fails load_map naming the key."""
+        path = self.db_path()
+        store = self.open_store(path)
+        yield store.commit([PutLWW("bad", "k", lww(1)), PutOR("text", "k", orr(1, "t"))])
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("UPDATE lww SET value = x'c1'")
+            conn.execute("UPDATE or_records SET value = 'text'")
+            conn.commit()
+        failure = yield self.assertFailure(store.load_map("bad"), StoreError)
+        self.assertIn("corrupt value in map 'bad' key 'k'", str(failure))
+        failure = yield self.assertFailure(store.load_map("text"), StoreError)
+        self.assertIn(
+            "corrupt value in map 'text' key 'k': expected a BLOB, found str", str(failure)
+        )
