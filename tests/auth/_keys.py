@@ -60,7 +60,9 @@ def public_pem(key: PrivateKey) -> str:
     )
 
 
-def certificate_pem(key: rsa.RSAPrivateKey) -> str:
+def certificate_pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+) -> str:
     """A self-signed X.509 certificate for ``key``, shaped like the ones Firebase publishes."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.example")])
     start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
@@ -72,7 +74,8 @@ def certificate_pem(key: rsa.RSAPrivateKey) -> str:
         .serial_number(1)
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=14))
-        .sign(key, hashes.SHA256())
+        # Ed25519 signs without a separate hash.
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 

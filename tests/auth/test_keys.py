@@ -37,12 +37,14 @@ class DetectionTests(SynchronousTestCase):
         self.assertFalse(JWTVerifier("é" * 16).weak_secret)
 
     def test_public_key_pems(self) -> None:
-        """RSA, EC P-256 and Ed25519 public keys pin RS256, ES256 and EdDSA."""
+        """RSA, EC P-256 and Ed25519 keys and certificates pin RS256, ES256 and EdDSA."""
         cases = [
             (public_pem(rsa_key()), "RS256"),
             (public_pem(ec_key()), "ES256"),
             (public_pem(ed25519_key()), "EdDSA"),
             (certificate_pem(rsa_key()), "RS256"),
+            (certificate_pem(ec_key()), "ES256"),
+            (certificate_pem(ed25519_key()), "EdDSA"),
         ]
         for material, algorithm in cases:
             for form in (material, escaped(material)):
