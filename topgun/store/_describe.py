@@ -52,26 +52,27 @@ def store_from_string(description: str, reactor: IReactorFromThreads) -> Store:
     Raises ``ValueError`` (listing the valid forms) for a description that names no store,
     and :class:`~topgun.store.StoreOpenError` when the SQLite file cannot be used.
     """
-    kind, colon, rest = description.partition(":")
+    kind, _, rest = description.partition(":")
     if kind == "memory":
         if rest:
             raise _usage(f"memory store takes no arguments, got {rest!r}")
         return MemoryStore()
     if kind != "sqlite":
         raise _usage(f"unknown store {description!r}")
-    path: str | None = None
-    synchronous = "FULL"
-    for index, (name, value) in enumerate(_split(rest) if colon and rest else []):
+    options: dict[str, str] = {}
+    parts = _split(rest) if rest else []
+    if parts and parts[0][1] is None:
+        parts[0] = ("path", parts[0][0])
+    for name, value in parts:
         if value is None:
-            if index != 0:
-                raise _usage(f"unexpected argument {name!r} in {description!r}")
-            path = name
-        elif name == "path" and path is None:
-            path = value
-        elif name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
-            synchronous = value.upper()
-        else:
-            raise _usage(f"unknown or repeated option {name}={value!r} in {description!r}")
+            raise _usage(f"unexpected argument {name!r} in {description!r}")
+        if name in options or name not in ("path", "synchronous"):
+            raise _usage(f"unknown or repeated option {name!r} in {description!r}")
+        options[name] = value
+    path = options.get("path")
+    synchronous = options.get("synchronous", "full").upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise _usage(f"synchronous must be full or normal, not {options['synchronous']!r}")
     if not path:
         path = DEFAULT_SQLITE_PATH
     return SQLiteStore(
