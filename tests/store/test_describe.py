@@ -57,7 +57,7 @@ class StoreFromStringTests(TestCase):
         self.assertEqual(store.path, os.path.join(self.directory, "a:b=c.sqlite3"))
 
     def test_sqlite_default_path(self) -> None:
-        """``sqlite:``, ``sqlite`` or an empty path mean topgun.sqlite3 in the working directory."""
+        """``sqlite:``, ``sqlite`` or an empty path mean topgun.sqlite3 in the working dir."""
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(self.directory)
         for description in ("sqlite:", "sqlite", "sqlite::synchronous=normal", "sqlite:path="):
