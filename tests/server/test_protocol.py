@@ -1,0 +1,465 @@
+"""The server over in-memory connections: real Autobahn on both ends, a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.server._harness import NOW, make_server, token
+from topgun.crdt.hash import merkle_path
+from topgun.crdt.lww import LWWMap
+from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
+from topgun.server.authfsm import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT
+from topgun.server.factory import ServerSettings
+from topgun.wire import (
+    Auth,
+    AuthAck,
+    AuthFail,
+    ClientOp,
+    DeviceHello,
+    Error,
+    MerkleReqBucket,
+    OpAck,
+    OpBatch,
+    OpKind,
+    OpRejected,
+    ORMapMerkleReqBucket,
+    ORMapSyncInit,
+    ORMapSyncRespBuckets,
+    ORMapSyncRespLeaf,
+    ORMapSyncRespRoot,
+    Ping,
+    Pong,
+    Query,
+    QueryResp,
+    QuerySub,
+    QueryUnsub,
+    QueryUpdate,
+    ServerEvent,
+    SyncInit,
+    SyncRespBuckets,
+    SyncRespLeaf,
+    SyncRespRoot,
+)
+
+MILLIS = int(NOW * 1000)
+
+
+def ts(offset: int = 0, counter: int = 0, node: str = "client-a") -> Timestamp:
+    return Timestamp(MILLIS + offset, counter, node)
+
+
+def put(op_id: str, key: str, value: Any, stamp: Timestamp, map_name: str = "todos") -> ClientOp:
+    return ClientOp(map_name, key, OpKind.PUT, id=op_id, record=LWWRecord(value, stamp))
+
+
+def remove(op_id: str, key: str, stamp: Timestamp, map_name: str = "todos") -> ClientOp:
+    return ClientOp(
+        map_name, key, OpKind.REMOVE, id=op_id, op_type="REMOVE", record=LWWRecord(None, stamp)
+    )
+
+
+class HandshakeTests(SynchronousTestCase):
+    def test_auth_required_is_sent_on_open(self) -> None:
+        """The first frame of every connection is AUTH_REQUIRED."""
+        server = make_server()
+        client, _ = server.connect()
+        self.assertEqual(client.types(), ["AUTH_REQUIRED"])
+
+    def test_valid_token_gets_auth_ack_with_subject(self) -> None:
+        """AUTH with a valid token is answered AUTH_ACK{userId: sub}."""
+        server = make_server()
+        client, _ = server.connect()
+        client.send(Auth(token("alice")))
+        server.flush()
+        self.assertEqual(client.received[-1], AuthAck(user_id="alice"))
+        self.assertEqual(server.engine.connection_count, 1)
+
+    def test_duplicate_auth_gets_one_ack(self) -> None:
+        """The stock client's two AUTH frames yield exactly one AUTH_ACK."""
+        server = make_server()
+        client, _ = server.connect()
+        client.send(Auth(token()))
+        client.send(Auth(token()))
+        server.flush()
+        self.assertEqual(client.types(), ["AUTH_REQUIRED", "AUTH_ACK"])
+        self.assertFalse(client.closed)
+
+    def test_bad_token_fails_and_closes(self) -> None:
+        """A token signed with another key gets AUTH_FAIL and a 4001 close."""
+        server = make_server()
+        client, _ = server.connect()
+        forged = token().rsplit(".", 1)[0] + ".AAAA"
+        client.send(Auth(forged))
+        server.flush()
+        self.assertEqual(client.received[-1], AuthFail(error="bad signature"))
+        self.assertTrue(client.closed)
+        self.assertEqual(client.close_code, CLOSE_AUTH_FAILED)
+
+    def test_expired_token_fails(self) -> None:
+        """An expired token (beyond the leeway) is refused."""
+        server = make_server()
+        expired = token()
+        server.clock.advance(3600 + 61)
+        client, _ = server.connect()
+        client.send(Auth(expired))
+        server.flush()
+        self.assertEqual(client.received[-1], AuthFail(error="expired"))
+
+    def test_data_before_auth_is_dropped_not_fatal(self) -> None:
+        """DEVICE_HELLO, PING and ops before AUTH_ACK get no answer and do not close."""
+        server = make_server()
+        client, _ = server.connect()
+        client.send(DeviceHello())
+        client.send(Ping(1))
+        client.send(OpBatch([put("1", "k", {"t": 1}, ts())]))
+        client.send_raw({"type": "NOT_A_TYPE"})
+        server.flush()
+        self.assertEqual(client.types(), ["AUTH_REQUIRED"])
+        self.assertFalse(client.closed)
+        client.send(Auth(token()))
+        server.flush()
+        self.assertEqual(client.types(), ["AUTH_REQUIRED", "AUTH_ACK"])
+        self.assertEqual(server.engine.loaded_map_count, 0)
+
+    def test_auth_timeout_closes(self) -> None:
+        """A connection that never authenticates is closed with 4008 after the timeout."""
+        server = make_server(settings=ServerSettings(auto_ping_interval=0, auth_timeout=5))
+        client, _ = server.connect()
+        server.clock.advance(4.9)
+        server.flush()
+        self.assertFalse(client.closed)
+        server.clock.advance(0.2)
+        server.flush()
+        self.assertTrue(client.closed)
+        self.assertEqual(client.close_code, CLOSE_AUTH_TIMEOUT)
+
+    def test_large_frame_before_auth_is_refused(self) -> None:
+        """Before authentication frames are small; a large one closes the connection."""
+        server = make_server(
+            settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
+        )
+        client, _ = server.connect()
+        client.send(Auth("x" * 4096))
+        server.flush()
+        self.assertTrue(client.closed)
+        self.assertEqual(client.close_code, 1009)
+
+    def test_large_frame_after_auth_is_accepted(self) -> None:
+        """After AUTH_ACK the larger limit applies."""
+        server = make_server(
+            settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
+        )
+        client = server.login()
+        client.send(OpBatch([put("1", "k", {"t": "x" * 4096}, ts())]))
+        server.flush()
+        self.assertEqual(client.received, [OpAck("1", achieved_level="APPLIED")])
+
+
+class MessageHandlingTests(SynchronousTestCase):
+    def test_ping_pong(self) -> None:
+        """PING is answered PONG echoing the timestamp with the server time."""
+        server = make_server()
+        client = server.login()
+        client.send(Ping(12345))
+        server.flush()
+        self.assertEqual(client.received, [Pong(12345, MILLIS)])
+
+    def test_malformed_message_gets_error_400_and_connection_survives(self) -> None:
+        """A malformed message is answered ERROR 400 naming the problem; others still work."""
+        server = make_server()
+        client = server.login()
+        other = server.login("bob")
+        client.send_raw({"type": "OP_BATCH", "payload": {"ops": [{"mapName": "m"}]}})
+        server.flush()
+        [error] = client.take()
+        assert isinstance(error, Error)
+        self.assertEqual(error.code, 400)
+        self.assertEqual(error.message, "OP_BATCH.payload.ops[0].key: expected a string, got nil")
+        client.send(Ping(1))
+        other.send(Ping(2))
+        server.flush()
+        self.assertEqual(client.types(), ["PONG"])
+        self.assertEqual(other.types(), ["PONG"])
+
+    def test_unsupported_types(self) -> None:
+        """Unsupported types get ERROR 501; the tolerated ones are dropped silently."""
+        server = make_server()
+        client = server.login()
+        client.send_raw({"type": "TOPIC_SUB", "payload": {"topic": "t"}})
+        client.send_raw({"type": "DEVICE_HELLO"})
+        client.send_raw({"type": "HYBRID_QUERY_SUBSCRIBE", "payload": {}})
+        client.send_raw({"type": "CLIENT_APPLY_ACK", "cursor": 3})
+        server.flush()
+        self.assertEqual(
+            client.received, [Error(501, "TOPIC_SUB: unsupported message type TOPIC_SUB")]
+        )
+
+    def test_text_frames_are_ignored(self) -> None:
+        """Text frames get no answer and do not close the connection."""
+        server = make_server()
+        client = server.login()
+        client.sendMessage(b'{"type":"PING","timestamp":1}', isBinary=False)
+        server.flush()
+        self.assertEqual(client.received, [])
+        self.assertFalse(client.closed)
+
+
+class WriteTests(SynchronousTestCase):
+    def test_batch_is_acked_with_last_id_and_stored(self) -> None:
+        """An OP_BATCH is merged, committed, then acked with the batch's last op id."""
+        server = make_server()
+        client = server.login()
+        client.send(OpBatch([put("1", "a", {"t": 1}, ts()), put("2", "b", {"t": 2}, ts(1))]))
+        server.flush()
+        self.assertEqual(client.received, [OpAck("2", achieved_level="APPLIED")])
+        snapshot = self.successResultOf(server.store.load_map("todos"))
+        self.assertEqual(snapshot.lww["b"], LWWRecord({"t": 2}, ts(1)))
+
+    def test_resends_are_idempotent(self) -> None:
+        """Re-sent ops are acked again but change nothing and are not fanned out again."""
+        server = make_server()
+        writer = server.login()
+        reader = server.login("bob")
+        reader.send(SyncInit("todos"))
+        server.flush()
+        reader.take()
+        batch = OpBatch([put("1", "a", {"t": 1}, ts())])
+        writer.send(batch)
+        writer.send(batch)
+        server.flush()
+        self.assertEqual(writer.types(), ["OP_ACK", "OP_ACK"])
+        self.assertEqual(reader.types(), ["SERVER_EVENT"])
+
+    def test_lww_keeps_the_newest_timestamp(self) -> None:
+        """An older write arriving later loses to the stored newer one (no re-stamping)."""
+        server = make_server()
+        client = server.login()
+        client.send(OpBatch([put("1", "a", "new", ts(10))]))
+        client.send(OpBatch([put("2", "a", "old", ts(5))]))
+        server.flush()
+        snapshot = self.successResultOf(server.store.load_map("todos"))
+        self.assertEqual(snapshot.lww["a"], LWWRecord("new", ts(10)))
+
+    def test_remove_keeps_a_tombstone_and_fans_it_out(self) -> None:
+        """A REMOVE is stored as a tombstone and the event carries the tombstone record."""
+        server = make_server()
+        writer = server.login()
+        reader = server.login("bob")
+        reader.send(SyncInit("todos"))
+        server.flush()
+        writer.send(OpBatch([put("1", "a", {"t": 1}, ts()), remove("2", "a", ts(1))]))
+        server.flush()
+        events = [m for m in reader.received if isinstance(m, ServerEvent)]
+        self.assertEqual([e.event.event_type for e in events], ["PUT", "REMOVE"])
+        self.assertEqual(events[1].event.record, LWWRecord(None, ts(1)))
+        snapshot = self.successResultOf(server.store.load_map("todos"))
+        self.assertEqual(snapshot.lww["a"], LWWRecord(None, ts(1)))
+
+    def test_events_go_only_to_interested_others(self) -> None:
+        """SERVER_EVENT reaches connections that showed interest in the map, not the writer."""
+        server = make_server()
+        writer = server.login()
+        interested = server.login("bob")
+        bystander = server.login("carol")
+        interested.send(SyncInit("todos"))
+        server.flush()
+        interested.take()
+        writer.send(OpBatch([put("1", "a", {"t": 1}, ts())]))
+        server.flush()
+        self.assertEqual(writer.types(), ["OP_ACK"])
+        [event] = interested.received
+        assert isinstance(event, ServerEvent)
+        self.assertEqual(event.event.record, LWWRecord({"t": 1}, ts()))
+        self.assertEqual(bystander.received, [])
+
+    def test_future_timestamps_are_rejected_per_op(self) -> None:
+        """An op stamped beyond the allowed drift is rejected; the rest of the batch lands."""
+        server = make_server(max_clock_drift_ms=1000)
+        client = server.login()
+        client.send(OpBatch([put("1", "a", 1, ts(5000)), put("2", "b", 2, ts())]))
+        server.flush()
+        rejected, ack = client.received
+        assert isinstance(rejected, OpRejected)
+        self.assertEqual((rejected.op_id, rejected.code), ("1", 400))
+        self.assertIn("ahead of the server clock", rejected.reason)
+        self.assertEqual(ack, OpAck("2", achieved_level="APPLIED"))
+        snapshot = self.successResultOf(server.store.load_map("todos"))
+        self.assertEqual(set(snapshot.lww), {"b"})
+
+    def test_or_add_and_remove(self) -> None:
+        """OR adds keep their tags verbatim; an OR remove tombstones the tag everywhere."""
+        server = make_server()
+        writer = server.login()
+        reader = server.login("bob")
+        reader.send(ORMapSyncInit("tags"))
+        server.flush()
+        reader.take()
+        record = ORRecord("red", ts(), "tag-1")
+        writer.send(
+            OpBatch(
+                [
+                    ClientOp("tags", "k", OpKind.OR_ADD, id="1", or_record=record),
+                    ClientOp("tags", "k", OpKind.OR_REMOVE, id="2", or_tag="tag-1"),
+                ]
+            )
+        )
+        server.flush()
+        self.assertEqual(writer.types(), ["OP_ACK"])
+        kinds = [m.event.event_type for m in reader.received if isinstance(m, ServerEvent)]
+        self.assertEqual(kinds, ["OR_ADD", "OR_REMOVE"])
+        snapshot = self.successResultOf(server.store.load_map("tags"))
+        self.assertEqual(snapshot.or_tombstones, {"tag-1"})
+        self.assertEqual(snapshot.or_records, {})
+
+
+class QueryTests(SynchronousTestCase):
+    def test_subscription_gets_results_then_live_updates(self) -> None:
+        """QUERY_SUB answers QUERY_RESP, then ENTER/UPDATE/LEAVE follow other clients' writes."""
+        server = make_server()
+        writer = server.login()
+        writer.send(OpBatch([put("1", "a", {"done": False, "n": 1}, ts())]))
+        server.flush()
+        reader = server.login("bob")
+        reader.send(QuerySub("q1", "todos", Query(where={"done": False})))
+        server.flush()
+        [response] = reader.take()
+        assert isinstance(response, QueryResp)
+        self.assertEqual(
+            [(r.key, r.value) for r in response.results], [("a", {"done": False, "n": 1})]
+        )
+        writer.send(
+            OpBatch(
+                [
+                    put("2", "b", {"done": False}, ts(1)),
+                    put("3", "a", {"done": False, "n": 2}, ts(2)),
+                    put("4", "b", {"done": True}, ts(3)),
+                ]
+            )
+        )
+        server.flush()
+        updates = [m for m in reader.received if isinstance(m, QueryUpdate)]
+        self.assertEqual(
+            [(u.key, u.change_type) for u in updates],
+            [("b", "ENTER"), ("a", "UPDATE"), ("b", "LEAVE")],
+        )
+        reader.take()
+        reader.send(QueryUnsub("q1"))
+        server.flush()
+        writer.send(OpBatch([put("5", "c", {"done": False}, ts(4))]))
+        server.flush()
+        self.assertNotIn("QUERY_UPDATE", reader.types())
+
+    def test_writer_sees_its_own_query_updates(self) -> None:
+        """A client's live query reflects its own writes (protocol §4.6 [REC])."""
+        server = make_server()
+        client = server.login()
+        client.send(QuerySub("q", "todos", Query()))
+        client.send(OpBatch([put("1", "a", {"x": 1}, ts())]))
+        server.flush()
+        self.assertEqual(client.types(), ["QUERY_RESP", "OP_ACK", "QUERY_UPDATE"])
+
+    def test_invalid_query_is_answered_with_an_error(self) -> None:
+        """A query topgun cannot evaluate settles with QUERY_RESP carrying an error."""
+        server = make_server()
+        client = server.login()
+        client.send_raw(
+            {
+                "type": "QUERY_SUB",
+                "payload": {
+                    "queryId": "q",
+                    "mapName": "todos",
+                    "query": {"predicate": {"op": "regex", "attribute": "a", "value": "(a+)+"}},
+                },
+            }
+        )
+        server.flush()
+        [response] = client.received
+        assert isinstance(response, QueryResp)
+        self.assertEqual((response.results, response.code), ([], "INVALID_QUERY"))
+
+
+class MerkleSyncTests(SynchronousTestCase):
+    def test_lww_walk_reaches_the_missing_records(self) -> None:
+        """SYNC_INIT/MERKLE_REQ_BUCKET walk from the root to the leaf holding a missed key."""
+        server = make_server()
+        writer = server.login()
+        writer.send(OpBatch([put(str(i), f"key-{i}", {"i": i}, ts(i)) for i in range(1, 30)]))
+        server.flush()
+        expected = LWWMap()
+        for i in range(1, 30):
+            expected.merge(f"key-{i}", LWWRecord({"i": i}, ts(i)))
+        reader = server.login("bob")
+        reader.send(SyncInit("todos"))
+        server.flush()
+        [root] = reader.take()
+        assert isinstance(root, SyncRespRoot)
+        self.assertEqual(root.root_hash, expected.merkle.root_hash)
+        path = ""
+        key_path = merkle_path("key-7")
+        while len(path) < 3:
+            reader.send(MerkleReqBucket("todos", path))
+            server.flush()
+            [buckets] = reader.take()
+            assert isinstance(buckets, SyncRespBuckets)
+            self.assertEqual(buckets.buckets, expected.merkle.buckets(path))
+            path += key_path[len(path)]
+        reader.send(MerkleReqBucket("todos", path))
+        server.flush()
+        [leaf] = reader.take()
+        assert isinstance(leaf, SyncRespLeaf)
+        self.assertIn(
+            ("key-7", LWWRecord({"i": 7}, ts(7))), [(r.key, r.record) for r in leaf.records]
+        )
+
+    def test_unknown_and_bad_paths_get_empty_buckets(self) -> None:
+        """A path the tree lacks (or that is not hex) is answered with no buckets."""
+        server = make_server()
+        client = server.login()
+        client.send(MerkleReqBucket("todos", "zz"))
+        client.send(MerkleReqBucket("todos", "00"))
+        server.flush()
+        self.assertEqual(
+            client.received,
+            [SyncRespBuckets("todos", "zz", {}), SyncRespBuckets("todos", "00", {})],
+        )
+
+    def test_or_walk_returns_entries_with_tombstones(self) -> None:
+        """ORMAP sync walks to a leaf whose entries carry records and tombstones."""
+        server = make_server()
+        writer = server.login()
+        writer.send(
+            OpBatch(
+                [
+                    ClientOp(
+                        "tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1")
+                    ),
+                    ClientOp(
+                        "tags", "k", OpKind.OR_ADD, id="2", or_record=ORRecord("b", ts(1), "t2")
+                    ),
+                    ClientOp("tags", "k", OpKind.OR_REMOVE, id="3", or_tag="t1"),
+                ]
+            )
+        )
+        server.flush()
+        reader = server.login("bob")
+        reader.send(ORMapSyncInit("tags", root_hash=0, bucket_hashes={}))
+        server.flush()
+        [root] = reader.take()
+        assert isinstance(root, ORMapSyncRespRoot)
+        self.assertNotEqual(root.root_hash, 0)
+        key_path = merkle_path("k")
+        for depth in range(3):
+            reader.send(ORMapMerkleReqBucket("tags", key_path[:depth]))
+            server.flush()
+            [buckets] = reader.take()
+            assert isinstance(buckets, ORMapSyncRespBuckets)
+            self.assertIn(key_path[depth], buckets.buckets)
+        reader.send(ORMapMerkleReqBucket("tags", key_path[:3]))
+        server.flush()
+        [leaf] = reader.take()
+        assert isinstance(leaf, ORMapSyncRespLeaf)
+        [entry] = leaf.entries
+        self.assertEqual(entry.records, [ORRecord("b", ts(1), "t2")])
+        self.assertEqual(entry.tombstones, ["t1"])

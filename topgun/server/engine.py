@@ -1,0 +1,634 @@
+"""The sync engine: applies ops, answers reads and Merkle sync, fans out live changes.
+
+Data flows one way: the protocol glue hands the engine authenticated, decoded messages in
+arrival order; the engine consults the policy, merges into the in-memory CRDTs, asks the
+store to commit, and only after the commit sends ``OP_ACK`` and fans the change out
+(protocol §4.3–§4.8, following the [REC] lines: client timestamps kept, real LWW merge,
+tombstones kept, OR tags verbatim, nothing sent in reply to ``ORMAP_PUSH_DIFF``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from topgun.auth.principal import Principal
+from topgun.crdt.hlc import HLC, compare_timestamps
+from topgun.crdt.lww import LWWMap, is_expired
+from topgun.crdt.ormap import ORMap
+from topgun.crdt.records import LWWRecord, ORRecord
+from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
+from topgun.server import query as queries
+from topgun.store import AddORTombstone, Change, PutLWW, PutOR, RemoveOR, Store
+from topgun.wire import (
+    ClientApplyAck,
+    ClientOp,
+    ClientOpMessage,
+    DeviceHello,
+    Error,
+    LeafRecord,
+    MerkleReqBucket,
+    Message,
+    OpAck,
+    OpBatch,
+    OpKind,
+    OpRejected,
+    ORMapEntry,
+    ORMapMerkleReqBucket,
+    ORMapPushDiff,
+    ORMapSyncInit,
+    ORMapSyncRespBuckets,
+    ORMapSyncRespLeaf,
+    ORMapSyncRespRoot,
+    Ping,
+    Pong,
+    Query,
+    QueryResp,
+    QueryResult,
+    QuerySub,
+    QuerySyncInit,
+    QueryUnsub,
+    QueryUpdate,
+    ServerEvent,
+    ServerEventPayload,
+    SyncInit,
+    SyncRespBuckets,
+    SyncRespLeaf,
+    SyncRespRoot,
+    encode,
+)
+
+#: Depth of the Merkle trie shared with the TS client (protocol §4.7).
+MERKLE_DEPTH = 3
+_HEX = frozenset("0123456789abcdef")
+#: Writes stamped further than this ahead of the server clock are refused: TopGun's server
+#: re-stamps for the same reason (a forged ``millis`` far in the future would win forever).
+DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
+
+
+class Connection(Protocol):
+    """What the engine needs of a client connection."""
+
+    def send(self, message: Message) -> None: ...
+
+    def send_frame(self, frame: bytes) -> None: ...
+
+
+@dataclass(eq=False)
+class Session:
+    """The engine's view of one authenticated connection."""
+
+    connection: Connection
+    principal: Principal
+    interested: set[str] = field(default_factory=set)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One live query of one session."""
+
+    session: Session
+    query_id: str
+    map_name: str
+    query: Query
+    fields: list[str] | None
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class MapState:
+    """One map in memory: its LWW and OR halves and who listens to it."""
+
+    name: str
+    lww: LWWMap
+    ormap: ORMap
+    sessions: set[Session] = field(default_factory=set)
+    subscriptions: set[Subscription] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Event:
+    """A change that was applied and must be fanned out once committed."""
+
+    map_name: str
+    payload: ServerEventPayload
+
+
+class Engine:
+    """Shared by every connection of one server."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        *,
+        node_id: str = "topgun-server",
+        policy: Policy = ALLOW_ALL,
+        max_clock_drift_ms: int = DEFAULT_MAX_CLOCK_DRIFT_MS,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.policy = policy
+        self.max_clock_drift_ms = max_clock_drift_ms
+        self.hlc = HLC(node_id, clock=self.now_ms)
+        self._maps: dict[str, MapState] = {}
+        self._loading: dict[str, list[Deferred[MapState]]] = {}
+        self._sessions: set[Session] = set()
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def loaded_map_count(self) -> int:
+        return len(self._maps)
+
+    def attach(self, connection: Connection, principal: Principal) -> Session:
+        session = Session(connection, principal)
+        self._sessions.add(session)
+        return session
+
+    def detach(self, session: Session) -> None:
+        self._sessions.discard(session)
+        for name in session.interested:
+            state = self._maps.get(name)
+            if state is not None:
+                state.sessions.discard(session)
+        for subscription in session.subscriptions.values():
+            state = self._maps.get(subscription.map_name)
+            if state is not None:
+                state.subscriptions.discard(subscription)
+        session.subscriptions.clear()
+        session.interested.clear()
+
+    def _map(self, name: str) -> MapState | Deferred[MapState]:
+        """The loaded map, or a Deferred that fires once it is loaded from the store."""
+        state = self._maps.get(name)
+        if state is not None:
+            return state
+        waiters = self._loading.get(name)
+        if waiters is None:
+            waiters = self._loading[name] = []
+            self.store.load_map(name).addCallbacks(
+                self._loaded, self._load_failed, callbackArgs=(name,), errbackArgs=(name,)
+            )
+            state = self._maps.get(name)
+            if state is not None:  # the store answered synchronously
+                return state
+        waiter: Deferred[MapState] = Deferred()
+        waiters.append(waiter)
+        return waiter
+
+    def _load_failed(self, failure: Failure, name: str) -> None:
+        for waiter in self._loading.pop(name, []):
+            waiter.errback(failure)
+
+    def _loaded(self, snapshot: Any, name: str) -> MapState:
+        lww = LWWMap()
+        for key, record in snapshot.lww.items():
+            lww.merge(key, record)
+        ormap = ORMap()
+        for tag in snapshot.or_tombstones:
+            ormap.apply_tombstone(tag)
+        for key, records in snapshot.or_records.items():
+            for record in records.values():
+                ormap.apply(key, record)
+        state = MapState(name, lww, ormap)
+        self._maps[name] = state
+        for waiter in self._loading.pop(name, []):
+            waiter.callback(state)
+        return state
+
+    def _with_maps(self, names: Iterable[str], then: Callable[[], None]) -> Deferred[None] | None:
+        """Run ``then`` now if every map is loaded, else once they are (None when run now)."""
+        pending = [d for d in (self._map(n) for n in set(names)) if isinstance(d, Deferred)]
+        if not pending:
+            then()
+            return None
+        done: Deferred[None] = gatherResults(pending).addCallback(lambda _: then())
+        return done
+
+    def _unload(self, names: Iterable[str]) -> None:
+        """Forget in-memory maps whose state may be ahead of the store (a failed commit)."""
+        for name in names:
+            state = self._maps.pop(name, None)
+            if state is None:
+                continue
+            for session in state.sessions:
+                session.interested.discard(name)
+            for subscription in state.subscriptions:
+                owner = subscription.session
+                if owner.subscriptions.get(subscription.query_id) is subscription:
+                    del owner.subscriptions[subscription.query_id]
+                    owner.connection.send(
+                        QueryResp(
+                            subscription.query_id,
+                            [],
+                            error="map reloading after a storage error: resubscribe",
+                            code="STORE_ERROR",
+                        )
+                    )
+
+    def _authorize(
+        self, session: Session, action: Action, map_name: str, value: Any = None
+    ) -> Decision:
+        return self.policy.authorize(session.principal, action, map_name, value)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def handle(self, session: Session, message: Message) -> Deferred[None] | None:
+        """Process one message; a Deferred means later messages must wait for it."""
+        if isinstance(message, Ping):
+            session.connection.send(Pong(message.timestamp, self.now_ms()))
+            return None
+        if isinstance(message, OpBatch):
+            return self._write(session, message.ops)
+        if isinstance(message, ClientOpMessage):
+            return self._write(session, [message.op])
+        if isinstance(message, QuerySub):
+            return self._read(session, message.map_name, lambda: self._subscribe(session, message))
+        if isinstance(message, QueryUnsub):
+            self._unsubscribe(session, message.query_id)
+            return None
+        if isinstance(message, SyncInit):
+            return self._read(
+                session, message.map_name, lambda: self._sync_root(session, message.map_name)
+            )
+        if isinstance(message, MerkleReqBucket):
+            return self._read(
+                session, message.map_name, lambda: self._sync_bucket(session, message)
+            )
+        if isinstance(message, ORMapSyncInit):
+            return self._read(
+                session, message.map_name, lambda: self._or_sync_root(session, message.map_name)
+            )
+        if isinstance(message, ORMapMerkleReqBucket):
+            return self._read(
+                session, message.map_name, lambda: self._or_sync_bucket(session, message)
+            )
+        if isinstance(message, ORMapPushDiff):
+            return self._push_diff(session, message)
+        if isinstance(message, DeviceHello | ClientApplyAck | QuerySyncInit):
+            return None  # tolerated, deliberately unanswered (protocol §5.1)
+        session.connection.send(
+            Error(400, f"{message.TYPE}: not a message a client sends to the server")
+        )
+        return None
+
+    def _read(
+        self, session: Session, map_name: str, then: Callable[[], None]
+    ) -> Deferred[None] | None:
+        decision = self._authorize(session, Action.READ, map_name)
+        if not decision.allowed:
+            session.connection.send(Error(403, f"READ on {map_name} denied: {decision.reason}"))
+            return None
+
+        def interested_then() -> None:
+            state = self._maps[map_name]
+            state.sessions.add(session)
+            session.interested.add(map_name)
+            then()
+
+        return self._with_maps([map_name], interested_then)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def _write(self, session: Session, ops: Sequence[ClientOp]) -> Deferred[None] | None:
+        return self._with_maps((op.map_name for op in ops), lambda: self._apply(session, ops))
+
+    def _apply(self, session: Session, ops: Sequence[ClientOp]) -> None:
+        changes: list[Change] = []
+        events: list[_Event] = []
+        denied = 0
+        send = session.connection.send
+        horizon = self.now_ms() + self.max_clock_drift_ms
+        for op in ops:
+            state = self._maps[op.map_name]
+            if op.kind is OpKind.PUT:
+                action = Action.PUT
+                value = op.record.value if op.record else None
+            elif op.kind is OpKind.OR_ADD:
+                action = Action.PUT
+                value = op.or_record.value if op.or_record else None
+            else:
+                action, value = Action.REMOVE, None
+            decision = self._authorize(session, action, op.map_name, value)
+            if not decision.allowed:
+                denied += 1
+                reason = decision.reason or f"{action.value} on {op.map_name} denied"
+                send(OpRejected(op.id or "", reason, 403))
+                continue
+            timestamp = (
+                op.record.timestamp
+                if op.record
+                else op.or_record.timestamp
+                if op.or_record
+                else None
+            )
+            if timestamp is not None and timestamp.millis > horizon:
+                send(
+                    OpRejected(
+                        op.id or "",
+                        f"timestamp {timestamp.millis} is more than "
+                        f"{self.max_clock_drift_ms} ms ahead of the server clock",
+                        400,
+                    )
+                )
+                continue
+            if timestamp is not None:
+                self.hlc.update(timestamp)
+            self._apply_op(state, op, changes, events)
+        if denied:
+            send(Error(403, f"{denied} of {len(ops)} ops denied (see OP_REJECTED)"))
+        last_id = _last_id(ops)
+        maps = {op.map_name for op in ops}
+        committed = self.store.commit(changes)
+        committed.addCallbacks(
+            self._committed,
+            self._commit_failed,
+            callbackArgs=(session, events, last_id),
+            errbackArgs=(session, maps),
+        )
+
+    def _apply_op(
+        self, state: MapState, op: ClientOp, changes: list[Change], events: list[_Event]
+    ) -> None:
+        name, key = op.map_name, op.key
+        if op.kind in (OpKind.PUT, OpKind.REMOVE):
+            record = op.record or LWWRecord(None, self.hlc.now())
+            if state.lww.merge(key, record):
+                changes.append(PutLWW(name, key, record))
+                event_type = "REMOVE" if record.value is None else "PUT"
+                events.append(_Event(name, ServerEventPayload(name, event_type, key, record)))
+        elif op.kind is OpKind.OR_ADD:
+            assert op.or_record is not None
+            self._or_add(state, key, op.or_record, changes, events)
+        else:
+            tag = op.or_tag
+            assert tag is not None
+            self._tombstone(state, key, tag, changes, events)
+
+    def _or_add(
+        self,
+        state: MapState,
+        key: str,
+        record: ORRecord,
+        changes: list[Change],
+        events: list[_Event],
+    ) -> None:
+        """Add an OR record unless its tag is dead or it is already held (a resend)."""
+        held = state.ormap.record_map(key).get(record.tag)
+        if held == record or (
+            held is not None and compare_timestamps(record.timestamp, held.timestamp) <= 0
+        ):
+            return
+        if state.ormap.apply(key, record):
+            changes.append(PutOR(state.name, key, record))
+            payload = ServerEventPayload(
+                state.name, "OR_ADD", key, or_record=record, or_tag=record.tag
+            )
+            events.append(_Event(state.name, payload))
+
+    def _tombstone(
+        self, state: MapState, key: str, tag: str, changes: list[Change], events: list[_Event]
+    ) -> None:
+        if state.ormap.is_tombstoned(tag):
+            return
+        owners = state.ormap.apply_tombstone(tag)
+        changes.append(AddORTombstone(state.name, tag))
+        changes.extend(RemoveOR(state.name, owner, tag) for owner in owners)
+        for owner in owners or [key]:
+            events.append(
+                _Event(state.name, ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag))
+            )
+
+    def _committed(self, _: None, session: Session, events: list[_Event], last_id: str) -> None:
+        session.connection.send(OpAck(last_id, achieved_level="APPLIED"))
+        self._fan_out(session, events)
+
+    def _commit_failed(self, failure: Failure, session: Session, maps: set[str]) -> None:
+        self._log.failure(
+            "store commit failed; maps {maps} will reload", failure, maps=sorted(maps)
+        )
+        self._unload(maps)
+        session.connection.send(Error(500, "storage error: the batch was not saved, resend it"))
+
+    def _fan_out(self, writer: Session, events: list[_Event]) -> None:
+        for event in events:
+            state = self._maps.get(event.map_name)
+            if state is None:
+                continue
+            frame = encode(ServerEvent(event.payload))
+            for session in state.sessions:
+                if session is writer:
+                    continue
+                decision = self._authorize(session, Action.READ, event.map_name)
+                if not decision.allowed:
+                    continue
+                if decision.fields is None:
+                    session.connection.send_frame(frame)
+                else:
+                    session.connection.send(ServerEvent(_redact_event(event.payload, decision)))
+            if event.payload.event_type in ("PUT", "REMOVE"):
+                self._update_queries(state, event.payload)
+
+    # --- live queries --------------------------------------------------------------------
+
+    def _subscribe(self, session: Session, message: QuerySub) -> None:
+        try:
+            queries.validate(message.query)
+        except queries.QueryError as error:
+            session.connection.send(
+                QueryResp(message.query_id, [], error=str(error), code="INVALID_QUERY")
+            )
+            return
+        self._unsubscribe(session, message.query_id)
+        state = self._maps[message.map_name]
+        fields = message.fields or message.query.fields
+        subscription = Subscription(
+            session, message.query_id, message.map_name, message.query, fields
+        )
+        now = self.now_ms()
+        live = list(state.lww.entries(now))
+        subscription.keys = {k for k, v in live if queries.matches(message.query, v)}
+        results = queries.run(message.query, live)
+        decision = self._authorize(session, Action.READ, message.map_name)
+        session.connection.send(
+            QueryResp(
+                message.query_id,
+                [QueryResult(k, self._visible(v, fields, decision)) for k, v in results],
+            )
+        )
+        session.subscriptions[message.query_id] = subscription
+        state.subscriptions.add(subscription)
+
+    def _unsubscribe(self, session: Session, query_id: str) -> None:
+        subscription = session.subscriptions.pop(query_id, None)
+        if subscription is not None:
+            state = self._maps.get(subscription.map_name)
+            if state is not None:
+                state.subscriptions.discard(subscription)
+
+    def _update_queries(self, state: MapState, payload: ServerEventPayload) -> None:
+        if not state.subscriptions:
+            return
+        key = payload.key
+        record = payload.record
+        value = None
+        if record is not None and not (
+            record.ttl_ms and is_expired(record.timestamp, record.ttl_ms, self.now_ms())
+        ):
+            value = record.value
+        for subscription in list(state.subscriptions):
+            owner = subscription.session
+            was = key in subscription.keys
+            now = value is not None and queries.matches(subscription.query, value)
+            if not was and not now:
+                continue
+            decision = self._authorize(owner, Action.READ, state.name)
+            if not decision.allowed:
+                continue
+            if now:
+                subscription.keys.add(key)
+                change = "UPDATE" if was else "ENTER"
+                visible = self._visible(value, subscription.fields, decision)
+                owner.connection.send(QueryUpdate(subscription.query_id, key, change, visible))
+            else:
+                subscription.keys.discard(key)
+                owner.connection.send(QueryUpdate(subscription.query_id, key, "LEAVE"))
+
+    @staticmethod
+    def _visible(value: Any, fields: list[str] | None, decision: Decision) -> Any:
+        return decision.filter(queries.project(value, fields))
+
+    # --- LWW Merkle sync -----------------------------------------------------------------
+
+    def _sync_root(self, session: Session, map_name: str) -> None:
+        tree = self._maps[map_name].lww.merkle
+        session.connection.send(SyncRespRoot(map_name, tree.root_hash, self.hlc.now()))
+
+    def _sync_bucket(self, session: Session, message: MerkleReqBucket) -> None:
+        state = self._maps[message.map_name]
+        path = message.path
+        if not _valid_path(path):
+            session.connection.send(SyncRespBuckets(message.map_name, path, {}))
+            return
+        tree = state.lww.merkle
+        if len(path) < MERKLE_DEPTH:
+            session.connection.send(SyncRespBuckets(message.map_name, path, tree.buckets(path)))
+            return
+        decision = self._authorize(session, Action.READ, message.map_name)
+        records = []
+        for key in tree.keys_in_bucket(path):
+            record = state.lww.records.get(key)
+            if record is not None:
+                records.append(LeafRecord(key, _redact_record(record, decision)))
+        session.connection.send(SyncRespLeaf(message.map_name, path, records))
+
+    # --- OR-map Merkle sync --------------------------------------------------------------
+
+    def _or_sync_root(self, session: Session, map_name: str) -> None:
+        tree = self._maps[map_name].ormap.merkle
+        session.connection.send(ORMapSyncRespRoot(map_name, tree.root_hash, self.hlc.now()))
+
+    def _or_sync_bucket(self, session: Session, message: ORMapMerkleReqBucket) -> None:
+        state = self._maps[message.map_name]
+        path = message.path
+        if not _valid_path(path):
+            session.connection.send(ORMapSyncRespBuckets(message.map_name, path, {}))
+            return
+        tree = state.ormap.merkle
+        if len(path) < MERKLE_DEPTH:
+            session.connection.send(
+                ORMapSyncRespBuckets(message.map_name, path, tree.buckets(path))
+            )
+            return
+        decision = self._authorize(session, Action.READ, message.map_name)
+        tombstones = sorted(state.ormap.tombstones)
+        entries = [
+            ORMapEntry(
+                key,
+                [_redact_or_record(r, decision) for r in state.ormap.records(key)],
+                tombstones,
+            )
+            for key in tree.keys_in_bucket(path)
+        ]
+        session.connection.send(ORMapSyncRespLeaf(message.map_name, path, entries))
+
+    def _push_diff(self, session: Session, message: ORMapPushDiff) -> Deferred[None] | None:
+        decision = self._authorize(session, Action.PUT, message.map_name)
+        if not decision.allowed:
+            session.connection.send(
+                Error(403, f"PUT on {message.map_name} denied: {decision.reason}")
+            )
+            return None
+        return self._with_maps([message.map_name], lambda: self._merge_entries(session, message))
+
+    def _merge_entries(self, session: Session, message: ORMapPushDiff) -> None:
+        state = self._maps[message.map_name]
+        state.sessions.add(session)
+        session.interested.add(state.name)
+        changes: list[Change] = []
+        events: list[_Event] = []
+        for entry in message.entries:
+            for tag in entry.tombstones:
+                self._tombstone(state, entry.key, tag, changes, events)
+            for record in entry.records:
+                self._or_add(state, entry.key, record, changes, events)
+        if not changes:
+            return
+        committed = self.store.commit(changes)
+        committed.addCallbacks(
+            lambda _: self._fan_out(session, events),
+            self._commit_failed,
+            errbackArgs=(session, {state.name}),
+        )
+
+
+def _last_id(ops: Sequence[ClientOp]) -> str:
+    """The id OP_ACK reports: the last op's, never a non-numeric placeholder (§4.4)."""
+    for op in reversed(ops):
+        if op.id:
+            return op.id
+    return "0"
+
+
+def _valid_path(path: str) -> bool:
+    return len(path) <= MERKLE_DEPTH and all(ch in _HEX for ch in path)
+
+
+def _redact_record(record: LWWRecord, decision: Decision) -> LWWRecord:
+    if decision.fields is None or record.value is None:
+        return record
+    return LWWRecord(decision.filter(record.value), record.timestamp, record.ttl_ms)
+
+
+def _redact_or_record(record: ORRecord, decision: Decision) -> ORRecord:
+    if decision.fields is None:
+        return record
+    return ORRecord(decision.filter(record.value), record.timestamp, record.tag, record.ttl_ms)
+
+
+def _redact_event(payload: ServerEventPayload, decision: Decision) -> ServerEventPayload:
+    return ServerEventPayload(
+        payload.map_name,
+        payload.event_type,
+        payload.key,
+        _redact_record(payload.record, decision) if payload.record else None,
+        _redact_or_record(payload.or_record, decision) if payload.or_record else None,
+        payload.or_tag,
+    )

@@ -1,0 +1,209 @@
+"""The Autobahn glue: frames in, the auth machine and the engine decide, frames out.
+
+This class owns no policy. It decodes binary frames, feeds the auth machine
+(:mod:`topgun.server.authfsm`), hands authenticated messages to the engine in arrival order,
+and turns the machine's and the engine's outputs into frames and close codes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from topgun.auth.principal import Principal
+from topgun.server.authfsm import (
+    CLOSE_AUTH_INTERNAL_ERROR,
+    AuthCore,
+    AuthMachine,
+    buildAuthMachine,
+)
+from topgun.wire import (
+    Auth,
+    AuthAck,
+    AuthFail,
+    AuthRequired,
+    Error,
+    Message,
+    ProtocolError,
+    UnsupportedMessageType,
+    decode,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from topgun.server.engine import Session
+    from topgun.server.factory import TopGunServerFactory
+
+#: Types the stock client may send that topgun does not implement and must not answer:
+#: protocol §5.1 says to drop them silently (an ERROR would only add log noise there).
+SILENTLY_DROPPED = frozenset(
+    {
+        "DEVICE_HELLO",
+        "CLIENT_APPLY_ACK",
+        "QUERY_SYNC_INIT",
+        "HYBRID_QUERY_SUBSCRIBE",
+        "HYBRID_QUERY_UNSUBSCRIBE",
+    }
+)
+
+#: The principal of every connection when the server runs with ``--no-auth``.
+ANONYMOUS = Principal(subject="anonymous")
+
+#: At most this many decoded messages wait while an earlier one is still being handled
+#: (a map loading from the store); beyond it the connection is closed as overloaded.
+MAX_QUEUED_MESSAGES = 10_000
+CLOSE_OVERLOADED = 4029
+
+
+class TopGunServerProtocol(WebSocketServerProtocol):
+    """One client connection."""
+
+    factory: TopGunServerFactory
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._machine: AuthMachine | None = None
+        self._session: Session | None = None
+        self._queue: deque[Message] = deque()
+        self._busy = False
+
+    # --- Autobahn callbacks --------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> None:
+        # No subprotocol: the stock client asks for none (protocol §1.1).
+        return None
+
+    def onOpen(self) -> None:
+        try:
+            settings = self.factory.settings
+            verifier = self.factory.verifier
+            if verifier is not None:
+                core = AuthCore(
+                    verifier=verifier,
+                    clock=self.factory.clock,
+                    output=self,
+                    auth_timeout=settings.auth_timeout,
+                )
+                self._machine = buildAuthMachine(core)
+                self._machine.connectionOpened()
+            else:
+                self.authenticated(ANONYMOUS)
+        except Exception:
+            self._log.failure("error while opening a connection")
+            self.sendClose(CLOSE_AUTH_INTERNAL_ERROR, "internal error")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not isBinary:
+            # TopGun speaks msgpack only; text frames are ignored, as TopGun's server does.
+            return
+        try:
+            message = decode(payload, self.factory.limits)
+        except ProtocolError as error:
+            self._protocol_error(error)
+            return
+        if isinstance(message, Auth):
+            if self._machine is not None:
+                self._machine.authReceived(message.token)
+            elif self._session is not None:
+                # --no-auth: a client that has a token still waits for an answer (§2.6).
+                self.send(AuthAck(user_id=ANONYMOUS.subject))
+            return
+        if self._machine is not None:
+            self._machine.dataReceived(message)
+        else:
+            self._enqueue(message)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._machine is not None:
+            self._machine.connectionLost()
+        if self._session is not None:
+            session, self._session = self._session, None
+            self._queue.clear()
+            self.factory.engine.detach(session)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Encode and send one message (dropped if the connection is already closing)."""
+        self.send_frame(encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send an already-encoded frame (fan-out encodes once for many connections)."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(frame, isBinary=True)
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        if self._session is None:
+            return  # before authentication nothing is answered (protocol §2.2)
+        if isinstance(error, UnsupportedMessageType) and error.message_type in SILENTLY_DROPPED:
+            return
+        self.send(Error(code=error.code, message=str(error)))
+
+    # --- AuthOutput (called by the auth machine) ------------------------------------------
+
+    def send_auth_required(self) -> None:
+        self.send(AuthRequired())
+
+    def send_auth_ack(self, principal: Principal) -> None:
+        self.send(AuthAck(user_id=principal.subject))
+
+    def send_auth_fail(self, reason: str) -> None:
+        self.send(AuthFail(error=reason))
+
+    def close(self, code: int, reason: str) -> None:
+        self.sendClose(code, reason)
+
+    def authenticated(self, principal: Principal) -> None:
+        settings = self.factory.settings
+        self.maxMessagePayloadSize = settings.max_message_size
+        self.maxFramePayloadSize = settings.max_message_size
+        self._session = self.factory.engine.attach(self, principal)
+
+    def deliver(self, principal: Principal, message: object) -> None:
+        assert isinstance(message, Message)
+        self._enqueue(message)
+
+    def dropped(self, message: object, why: str) -> None:
+        self._log.debug("dropped {type} ({why})", type=getattr(message, "TYPE", "frame"), why=why)
+
+    def log_failure(self, message: str, failure: Failure) -> None:
+        self._log.failure(message, failure=failure)
+
+    # --- ordered hand-off to the engine ---------------------------------------------------
+
+    def _enqueue(self, message: Message) -> None:
+        if len(self._queue) >= MAX_QUEUED_MESSAGES:
+            self.sendClose(CLOSE_OVERLOADED, "too many messages in flight")
+            return
+        self._queue.append(message)
+        if not self._busy:
+            self._drain()
+
+    def _drain(self) -> None:
+        engine = self.factory.engine
+        while self._queue and self._session is not None:
+            message = self._queue.popleft()
+            try:
+                pending = engine.handle(self._session, message)
+            except Exception:
+                self._log.failure("error handling {type}", type=message.TYPE)
+                self.send(Error(code=500, message=f"{message.TYPE}: internal server error"))
+                continue
+            if pending is not None:
+                self._busy = True
+                pending.addBoth(self._resume)
+                return
+
+    def _resume(self, result: object) -> None:
+        self._busy = False
+        if isinstance(result, Failure):
+            self._log.failure("error handling a message", failure=result)
+        self._drain()
+
+
+__all__ = ["SILENTLY_DROPPED", "TopGunServerProtocol"]

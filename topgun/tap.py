@@ -1,0 +1,234 @@
+"""``twistd topgun`` / ``twist topgun``: command-line options and the service they build."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+
+from topgun.auth import JWTVerifier, KeyConfigError, load_secret
+from topgun.crdt.hlc import validate_node_id
+from topgun.server.engine import DEFAULT_MAX_CLOCK_DRIFT_MS, Engine
+from topgun.server.factory import DEFAULT_MAX_MESSAGE_SIZE, ServerSettings, TopGunServerFactory
+from topgun.server.web import build_site
+from topgun.store import Store, StoreError, store_from_string
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_STORE = "sqlite:topgun.sqlite3"
+
+_log = Logger()
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def convert(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise usage.UsageError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise usage.UsageError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return convert
+
+
+class Options(usage.Options):
+    """Options of ``twistd topgun``; every problem is a ``UsageError`` found at start-up."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "A TopGun-compatible sync server. Clients authenticate with a JWT verified with the "
+        "secret or PEM public key given by --jwt-secret-file or $JWT_SECRET."
+    )
+
+    optFlags = [
+        ["no-auth", None, "Development only: accept every connection without a token."],
+    ]
+    optParameters: list[list[Any]] = [
+        ["jwt-secret-file", None, None, "File holding the HS256 secret or a PEM public key."],
+        [
+            "jwt-secret",
+            None,
+            None,
+            "The secret itself (visible to other users in the process list: prefer "
+            "--jwt-secret-file or $JWT_SECRET).",
+        ],
+        ["jwt-issuer", None, None, "Require this 'iss' claim."],
+        ["jwt-audience", None, None, "Require this 'aud' claim."],
+        ["jwt-leeway", None, 60.0, "Seconds of clock skew tolerated on 'exp'.", float],
+        ["store", None, DEFAULT_STORE, "Where data lives: sqlite:PATH or memory:."],
+        [
+            "auth-timeout",
+            None,
+            10.0,
+            "Seconds a connection has to authenticate.",
+            _positive(float),
+        ],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "Largest message (bytes) accepted after authentication.",
+            _positive(int),
+        ],
+        [
+            "max-clock-drift",
+            None,
+            DEFAULT_MAX_CLOCK_DRIFT_MS / 1000,
+            "Refuse writes stamped more than this many seconds ahead of the server clock.",
+            _positive(float),
+        ],
+        ["node-id", None, None, "The server's HLC node id (default: a random UUID)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["allowed-origins"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on an endpoint, e.g. tcp:8080 or ssl:8443:privateKey=k.pem:certKey=c.pem
+        (repeatable; default tcp:8080:interface=127.0.0.1)."""
+        self["listen"].append(description)
+
+    def opt_allowed_origin(self, pattern: str) -> None:
+        """Accept WebSocket upgrades from this Origin (repeatable, * wildcards; default: any)."""
+        self["allowed-origins"].append(pattern)
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        listen = self["listen"] or [DEFAULT_LISTEN]
+        for description in listen:
+            _check_endpoint(reactor, description)
+        self["listen"] = listen
+        self["verifier"] = None if self["no-auth"] else self._verifier()
+        node_id = self["node-id"] or f"topgun-{uuid.uuid4()}"
+        try:
+            validate_node_id(node_id)
+        except ValueError as error:
+            raise usage.UsageError(f"--node-id: {error}") from None
+        self["node-id"] = node_id
+        try:
+            self["store-instance"] = store_from_string(
+                self["store"], cast(IReactorFromThreads, reactor)
+            )
+        except (ValueError, StoreError) as error:
+            raise usage.UsageError(f"--store: {error}") from None
+
+    def _verifier(self) -> JWTVerifier:
+        try:
+            secret = load_secret(
+                path=self["jwt-secret-file"], env=os.environ, argv_value=self["jwt-secret"]
+            )
+        except KeyConfigError as error:
+            raise usage.UsageError(
+                f"{error}. Give --jwt-secret-file PATH (or set $JWT_SECRET); "
+                "use --no-auth only for local development."
+            ) from None
+        self["secret-source"] = secret.source
+        try:
+            return JWTVerifier(
+                secret.value,
+                issuer=self["jwt-issuer"],
+                audience=self["jwt-audience"],
+                leeway=self["jwt-leeway"],
+            )
+        except KeyConfigError as error:
+            raise usage.UsageError(f"JWT key: {error}") from None
+
+
+def _check_endpoint(reactor: Any, description: str) -> None:
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as error:  # endpoint parsers raise many types for a bad string
+        raise usage.UsageError(f"--listen {description!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``makeService`` needs, checked and typed."""
+
+    listen: tuple[str, ...]
+    verifier: JWTVerifier | None
+    store: Store
+    settings: ServerSettings
+    node_id: str
+    max_clock_drift_ms: int
+
+    @classmethod
+    def from_options(cls, options: Options) -> ServerConfig:
+        return cls(
+            listen=tuple(options["listen"]),
+            verifier=options["verifier"],
+            store=options["store-instance"],
+            settings=ServerSettings(
+                require_auth=not options["no-auth"],
+                auth_timeout=options["auth-timeout"],
+                max_message_size=options["max-message-size"],
+                allowed_origins=tuple(options["allowed-origins"]) or ("*",),
+            ),
+            node_id=options["node-id"],
+            max_clock_drift_ms=int(options["max-clock-drift"] * 1000),
+        )
+
+
+class StoreService(Service):
+    """Closes the store (after its pending commits) when the server stops."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.store.close()
+
+
+def build_service(config: ServerConfig, reactor: IReactorTime) -> MultiService:
+    """The whole server as a service: one listener per endpoint, sharing one engine."""
+    root = MultiService()
+    StoreService(config.store).setServiceParent(root)
+    engine = Engine(
+        config.store,
+        reactor,
+        node_id=config.node_id,
+        max_clock_drift_ms=config.max_clock_drift_ms,
+    )
+    factory = TopGunServerFactory(
+        verifier=config.verifier, engine=engine, clock=reactor, settings=config.settings
+    )
+    site = build_site(factory)
+    for description in config.listen:
+        strports.service(description, site).setServiceParent(root)
+    return root
+
+
+def _warn(options: Options, config: ServerConfig) -> None:
+    if config.verifier is None:
+        _log.warn("--no-auth: every connection is accepted WITHOUT authentication (dev only)")
+        return
+    if options.get("secret-source") == "argv":
+        _log.warn("--jwt-secret on the command line is visible to other users of this machine")
+    if config.verifier.weak_secret:
+        _log.warn("the HS256 secret is shorter than 32 bytes: use a longer random secret")
+    if not any(d.startswith(("ssl:", "txsni:")) for d in config.listen):
+        _log.warn("tokens travel without TLS: listen on ssl: or terminate TLS in a proxy")
+    _log.warn("no policy file: every authenticated principal may read and write every map")
+
+
+def makeService(options: Options) -> IService:
+    """Build the service ``twistd topgun`` runs."""
+    from twisted.internet import reactor
+
+    config = ServerConfig.from_options(options)
+    _warn(options, config)
+    return build_service(config, cast(IReactorTime, reactor))
