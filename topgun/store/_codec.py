@@ -75,10 +75,6 @@ def _u64(what: str, value: object) -> int:
     return value - _U64_LIMIT if value > _I64_MAX else value
 
 
-def _from_u64(value: int) -> int:
-    return value + _U64_LIMIT if value < 0 else value
-
-
 def _ttl(value: object) -> int | None:
     if value is None:
         return None
@@ -176,29 +172,60 @@ def encode_changes(changes: Iterable[Change]) -> list[EncodedChange]:
     return encoded
 
 
-def _stored_value(map_name: str, key: str, packed: object) -> Any:
+def _corrupt(map_name: str, key: str, packed: object, error: Exception) -> StoreError:
+    where = f"corrupt value in map {_short(map_name)} key {_short(key)}"
     if not isinstance(packed, bytes):
-        raise StoreError(
-            f"corrupt value in map {_short(map_name)} key {_short(key)}: "
-            f"expected a BLOB, found {type(packed).__name__}"
-        )
+        return StoreError(f"{where}: expected a BLOB, found {type(packed).__name__}")
+    return StoreError(f"{where}: {error}")
+
+
+def decode_lww_rows(map_name: str, rows: Iterable[Sequence[Any]]) -> dict[str, LWWRecord]:
+    """LWW records from ``(key, value, millis, counter, node_id, ttl_ms)`` rows.
+
+    The hot path of loading a map, so the per-row work is inlined.
+    """
+    records: dict[str, LWWRecord] = {}
+    key: str = ""
+    packed: Any = None
+    unpack = msgpack.unpackb
     try:
-        return unpack_value(packed)
+        for key, packed, millis, counter, node_id, ttl_ms in rows:
+            records[key] = LWWRecord(
+                None if packed is None else unpack(packed, raw=False, strict_map_key=False),
+                Timestamp(
+                    millis + _U64_LIMIT if millis < 0 else millis,
+                    counter + _U64_LIMIT if counter < 0 else counter,
+                    node_id,
+                ),
+                ttl_ms,
+            )
     except (TypeError, ValueError) as e:
-        raise StoreError(
-            f"corrupt value in map {_short(map_name)} key {_short(key)}: {e}"
-        ) from None
+        raise _corrupt(map_name, key, packed, e) from None
+    return records
 
 
-def decode_lww(map_name: str, key: str, row: Sequence[Any]) -> LWWRecord:
-    """The LWW record in ``(value, millis, counter, node_id, ttl_ms)`` (value None: tombstone)."""
-    packed, millis, counter, node_id, ttl_ms = row
-    value = None if packed is None else _stored_value(map_name, key, packed)
-    return LWWRecord(value, Timestamp(_from_u64(millis), _from_u64(counter), node_id), ttl_ms)
-
-
-def decode_or(map_name: str, key: str, tag: str, row: Sequence[Any]) -> ORRecord:
-    """The OR record ``tag`` in ``(value, millis, counter, node_id, ttl_ms)``."""
-    packed, millis, counter, node_id, ttl_ms = row
-    value = _stored_value(map_name, key, packed)
-    return ORRecord(value, Timestamp(_from_u64(millis), _from_u64(counter), node_id), tag, ttl_ms)
+def decode_or_rows(map_name: str, rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, ORRecord]]:
+    """OR records, by key then tag, from ``(key, tag, value, millis, counter, node_id,
+    ttl_ms)`` rows."""
+    records: dict[str, dict[str, ORRecord]] = {}
+    key: str = ""
+    packed: Any = None
+    unpack = msgpack.unpackb
+    try:
+        for key, tag, packed, millis, counter, node_id, ttl_ms in rows:
+            tags = records.get(key)
+            if tags is None:
+                tags = records[key] = {}
+            tags[tag] = ORRecord(
+                unpack(packed, raw=False, strict_map_key=False),
+                Timestamp(
+                    millis + _U64_LIMIT if millis < 0 else millis,
+                    counter + _U64_LIMIT if counter < 0 else counter,
+                    node_id,
+                ),
+                tag,
+                ttl_ms,
+            )
+    except (TypeError, ValueError) as e:
+        raise _corrupt(map_name, key, packed, e) from None
+    return records

@@ -7,7 +7,14 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from topgun.store._codec import Kind, Row, decode_lww, decode_or, encode_changes, text_field
+from topgun.store._codec import (
+    Kind,
+    Row,
+    decode_lww_rows,
+    decode_or_rows,
+    encode_changes,
+    text_field,
+)
 from topgun.store._errors import StoreClosedError, StoreError
 from topgun.store._types import Change, MapSnapshot
 
@@ -39,15 +46,20 @@ class MemoryStore:
         return succeed(snapshot)
 
     def _snapshot(self, map_name: str) -> MapSnapshot:
-        snapshot = MapSnapshot()
-        for key, row in self._lww.get(map_name, {}).items():
-            snapshot.lww[key] = decode_lww(map_name, key, row)
-        for key, tags in self._or.get(map_name, {}).items():
-            snapshot.or_records[key] = {
-                tag: decode_or(map_name, key, tag, row) for tag, row in tags.items()
-            }
-        snapshot.or_tombstones = set(self._tombstones.get(map_name, ()))
-        return snapshot
+        lww = self._lww.get(map_name, {})
+        or_records = self._or.get(map_name, {})
+        return MapSnapshot(
+            decode_lww_rows(map_name, ((key, *row) for key, row in lww.items())),
+            decode_or_rows(
+                map_name,
+                (
+                    (key, tag, *row)
+                    for key, tags in or_records.items()
+                    for tag, row in tags.items()
+                ),
+            ),
+            set(self._tombstones.get(map_name, ())),
+        )
 
     def map_names(self) -> Deferred[list[str]]:
         """The sorted names of every map holding a record or a tombstone."""

@@ -22,7 +22,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from topgun.store._codec import EncodedChange, Kind, decode_lww, decode_or, encode_changes
+from topgun.store._codec import (
+    EncodedChange,
+    Kind,
+    decode_lww_rows,
+    decode_or_rows,
+    encode_changes,
+)
 from topgun.store._codec import text_field as _text_field
 from topgun.store._errors import StoreClosedError, StoreError, StoreOpenError
 from topgun.store._types import Change, MapSnapshot
@@ -187,27 +193,22 @@ class _Database:
             raise
 
     def load_map(self, map_name: str) -> MapSnapshot:
-        snapshot = MapSnapshot()
-        rows = self._conn.execute(
+        conn = self._conn
+        lww = conn.execute(
             "SELECT key, value, millis, counter, node_id, ttl_ms FROM lww WHERE map = ?",
             (map_name,),
         )
-        for key, *fields in rows:
-            snapshot.lww[key] = decode_lww(map_name, key, fields)
-        rows = self._conn.execute(
+        or_records = conn.execute(
             "SELECT key, tag, value, millis, counter, node_id, ttl_ms"
             " FROM or_records WHERE map = ?",
             (map_name,),
         )
-        for key, tag, *fields in rows:
-            snapshot.or_records.setdefault(key, {})[tag] = decode_or(map_name, key, tag, fields)
-        snapshot.or_tombstones = {
-            row[0]
-            for row in self._conn.execute(
-                "SELECT tag FROM or_tombstones WHERE map = ?", (map_name,)
-            )
-        }
-        return snapshot
+        tombstones = conn.execute("SELECT tag FROM or_tombstones WHERE map = ?", (map_name,))
+        return MapSnapshot(
+            decode_lww_rows(map_name, lww),
+            decode_or_rows(map_name, or_records),
+            {tag for (tag,) in tombstones},
+        )
 
     def map_names(self) -> list[str]:
         names: set[str] = set()
