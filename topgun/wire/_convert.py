@@ -131,6 +131,17 @@ class _Number(Converter[int | float]):
 
 def check_value(value: object, ctx: Context, path: str, depth: int = 0) -> None:
     """Check a free-form value: nesting depth within limits and string map keys only."""
+    if type(value) is dict and depth < ctx.limits.max_depth:
+        # The common case on the hot path: a flat map of scalars under string keys.
+        for k, v in value.items():
+            if type(k) is not str or type(v) is dict or type(v) is list:
+                break
+        else:
+            return
+    _check_nested(value, ctx, path, depth)
+
+
+def _check_nested(value: object, ctx: Context, path: str, depth: int) -> None:
     limit = ctx.limits.max_depth
     stack: list[tuple[object, int]] = [(value, depth)]
     while stack:
@@ -251,6 +262,32 @@ def _read_ttl(record: dict[str, Any], ctx: Context, path: str) -> int | None:
 
 
 def read_lww_record(value: object, ctx: Context, path: str) -> LWWRecord:
+    """An LWW record; the well-formed common case takes the fast path."""
+    if type(value) is dict:
+        ts = value.get("timestamp")
+        if type(ts) is dict:
+            millis = ts.get("millis")
+            counter = ts.get("counter")
+            node_id = ts.get("nodeId")
+            if type(millis) is float and millis.is_integer():
+                millis = int(millis)
+            ttl = value.get("ttlMs")
+            if (
+                type(millis) is int
+                and 0 <= millis <= MAX_SAFE_INTEGER
+                and type(counter) is int
+                and 0 <= counter <= MAX_SAFE_INTEGER
+                and type(node_id) is str
+                and (ttl is None or (type(ttl) is int and 0 <= ttl <= MAX_SAFE_INTEGER))
+            ):
+                item = value.get("value")
+                if type(item) is dict or type(item) is list:
+                    check_value(item, ctx, f"{path}.value")
+                return LWWRecord(item, Timestamp(millis, counter, node_id), ttl)
+    return _read_lww_record_checked(value, ctx, path)
+
+
+def _read_lww_record_checked(value: object, ctx: Context, path: str) -> LWWRecord:
     if type(value) is not dict:
         raise ctx.error(path, f"expected a record map, got {describe(value)}")
     if "timestamp" not in value:
