@@ -59,7 +59,9 @@ def make_frames(count: int) -> list[bytes]:
     return frames
 
 
-def measure(name: str, seconds: float, frames: list[bytes], run: Callable[[bytes], None]) -> float:
+def measure(
+    name: str, seconds: float, frames: list[bytes], run: Callable[[bytes], object]
+) -> float:
     """Run ``run`` over the frames (cycling) for about ``seconds``; print and return ops/s."""
     done = 0
     start = time.perf_counter()
