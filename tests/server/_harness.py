@@ -109,8 +109,15 @@ def token(subject: str = "alice", roles: tuple[str, ...] = (), ttl: int = 3600) 
     return mint_token(SECRET, subject=subject, roles=roles, ttl=ttl, now=NOW)
 
 
+_DEFAULT_VERIFIER: Any = object()
+
+
 def make_server(
-    *, store: Store | None = None, settings: ServerSettings | None = None, **engine: Any
+    *,
+    store: Store | None = None,
+    settings: ServerSettings | None = None,
+    verifier: Any = _DEFAULT_VERIFIER,
+    **engine: Any,
 ) -> Server:
     clock = Clock()
     clock.advance(NOW)
@@ -119,7 +126,8 @@ def make_server(
     store = store or MemoryStore()
     the_engine = Engine(store, clock, node_id="server-test", **engine)
     settings = settings or ServerSettings(auto_ping_interval=0)
-    verifier = JWTVerifier(SECRET, clock=clock)
+    if verifier is _DEFAULT_VERIFIER:
+        verifier = JWTVerifier(SECRET, clock=clock)
     factory = TopGunServerFactory(
         verifier=verifier, engine=the_engine, clock=clock, settings=settings
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.server._harness import NOW, make_server, token
@@ -12,6 +14,7 @@ from topgun.crdt.lww import LWWMap
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.server.authfsm import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT
 from topgun.server.factory import ServerSettings
+from topgun.store import Change, MapSnapshot, MemoryStore, StoreError
 from topgun.wire import (
     Auth,
     AuthAck,
@@ -463,3 +466,71 @@ class MerkleSyncTests(SynchronousTestCase):
         [entry] = leaf.entries
         self.assertEqual(entry.records, [ORRecord("b", ts(1), "t2")])
         self.assertEqual(entry.tombstones, ["t1"])
+
+
+class FailingStore(MemoryStore):
+    """A memory store whose loads or commits fail while told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_commits = False
+        self.fail_loads = False
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        if self.fail_commits:
+            return fail(StoreError("disk full"))
+        return super().commit(changes)
+
+    def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
+        if self.fail_loads:
+            return fail(StoreError("disk gone"))
+        return super().load_map(map_name)
+
+
+class StorageFailureTests(SynchronousTestCase):
+    def test_failed_commit_is_not_acked_and_a_resend_lands(self) -> None:
+        """A batch whose commit fails gets ERROR 500 and no OP_ACK; resent, it is stored."""
+        store = FailingStore()
+        server = make_server(store=store)
+        client = server.login()
+        store.fail_commits = True
+        batch = OpBatch([put("1", "a", {"t": 1}, ts())])
+        client.send(batch)
+        server.flush()
+        self.assertEqual(
+            client.take(), [Error(500, "storage error: the batch was not saved, resend it")]
+        )
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+        store.fail_commits = False
+        client.send(batch)
+        server.flush()
+        self.assertEqual(client.take(), [OpAck("1", achieved_level="APPLIED")])
+        snapshot = self.successResultOf(store.load_map("todos"))
+        self.assertEqual(snapshot.lww["a"], LWWRecord({"t": 1}, ts()))
+
+    def test_failed_load_answers_error_and_connection_goes_on(self) -> None:
+        """A map that cannot be loaded fails that message only."""
+        store = FailingStore()
+        server = make_server(store=store)
+        client = server.login()
+        store.fail_loads = True
+        client.send(SyncInit("todos"))
+        client.send(Ping(7))
+        server.flush()
+        self.assertEqual(
+            client.take(),
+            [Error(500, "storage error: the map could not be loaded"), Pong(7, MILLIS)],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+
+
+class NoAuthTests(SynchronousTestCase):
+    def test_no_auth_required_and_auth_is_acknowledged(self) -> None:
+        """--no-auth sends no AUTH_REQUIRED, answers AUTH with AUTH_ACK, serves data at once."""
+        settings = ServerSettings(auto_ping_interval=0, require_auth=False)
+        server = make_server(settings=settings, verifier=None)
+        client, _ = server.connect()
+        client.send(Ping(1))
+        client.send(Auth("anything"))
+        server.flush()
+        self.assertEqual(client.received, [Pong(1, MILLIS), AuthAck(user_id="anonymous")])

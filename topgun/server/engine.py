@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -180,18 +180,17 @@ class Engine:
         state = self._maps.get(name)
         if state is not None:
             return state
-        waiters = self._loading.get(name)
-        if waiters is None:
-            waiters = self._loading[name] = []
-            self.store.load_map(name).addCallbacks(
-                self._loaded, self._load_failed, callbackArgs=(name,), errbackArgs=(name,)
-            )
-            state = self._maps.get(name)
-            if state is not None:  # the store answered synchronously
-                return state
         waiter: Deferred[MapState] = Deferred()
-        waiters.append(waiter)
-        return waiter
+        waiters = self._loading.get(name)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._loading[name] = [waiter]
+        self.store.load_map(name).addCallbacks(
+            self._loaded, self._load_failed, callbackArgs=(name,), errbackArgs=(name,)
+        )
+        # A store may answer synchronously (MemoryStore): then the map is already here.
+        return self._maps.get(name) or waiter
 
     def _load_failed(self, failure: Failure, name: str) -> None:
         for waiter in self._loading.pop(name, []):
@@ -213,13 +212,29 @@ class Engine:
             waiter.callback(state)
         return state
 
-    def _with_maps(self, names: Iterable[str], then: Callable[[], None]) -> Deferred[None] | None:
-        """Run ``then`` now if every map is loaded, else once they are (None when run now)."""
-        pending = [d for d in (self._map(n) for n in set(names)) if isinstance(d, Deferred)]
+    def _with_maps(
+        self, session: Session, names: Iterable[str], then: Callable[[], None]
+    ) -> Deferred[None] | None:
+        """Run ``then`` now if every map is loaded, else once they are (None when run now).
+
+        A map that cannot be loaded fails the message with ERROR 500; the connection goes on.
+        """
+        wanted = set(names)
+        pending = [d for d in (self._map(n) for n in wanted) if isinstance(d, Deferred)]
         if not pending:
             then()
             return None
-        done: Deferred[None] = gatherResults(pending).addCallback(lambda _: then())
+
+        def failed(failure: Failure) -> None:
+            if isinstance(failure.value, FirstError):
+                failure = failure.value.subFailure
+            self._log.failure("could not load maps {maps}", failure, maps=sorted(wanted))
+            session.connection.send(Error(500, "storage error: the map could not be loaded"))
+
+        done: Deferred[None] = gatherResults(pending, consumeErrors=True).addCallback(
+            lambda _: then()
+        )
+        done.addErrback(failed)
         return done
 
     def _unload(self, names: Iterable[str]) -> None:
@@ -303,12 +318,14 @@ class Engine:
             session.interested.add(map_name)
             then()
 
-        return self._with_maps([map_name], interested_then)
+        return self._with_maps(session, [map_name], interested_then)
 
     # --- writes --------------------------------------------------------------------------
 
     def _write(self, session: Session, ops: Sequence[ClientOp]) -> Deferred[None] | None:
-        return self._with_maps((op.map_name for op in ops), lambda: self._apply(session, ops))
+        return self._with_maps(
+            session, (op.map_name for op in ops), lambda: self._apply(session, ops)
+        )
 
     def _apply(self, session: Session, ops: Sequence[ClientOp]) -> None:
         changes: list[Change] = []
@@ -576,7 +593,9 @@ class Engine:
                 Error(403, f"PUT on {message.map_name} denied: {decision.reason}")
             )
             return None
-        return self._with_maps([message.map_name], lambda: self._merge_entries(session, message))
+        return self._with_maps(
+            session, [message.map_name], lambda: self._merge_entries(session, message)
+        )
 
     def _merge_entries(self, session: Session, message: ORMapPushDiff) -> None:
         state = self._maps[message.map_name]
