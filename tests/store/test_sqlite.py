@@ -10,7 +10,7 @@ from contextlib import closing
 from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
@@ -130,16 +130,19 @@ class DurabilityTests(SQLiteFiles):
 
     @inlineCallbacks
     def test_synchronous_setting(self) -> Generator[Deferred[Any], Any, None]:
-        """The connection runs with synchronous=FULL unless NORMAL is asked for."""
+        """The connection syncs fully (fullfsync too) unless synchronous=NORMAL is asked for."""
 
-        def setting(store: SQLiteStore) -> Deferred[int]:
+        def settings(store: SQLiteStore) -> Deferred[list[int]]:
+            pragmas = ("synchronous", "fullfsync", "checkpoint_fullfsync")
             return store._read(
-                lambda db: db._conn.execute("PRAGMA synchronous").fetchone()[0], "read pragma"
+                lambda db: [db._conn.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas],
+                "read pragmas",
             )
 
-        full = yield setting(self.open_store())
-        normal = yield setting(self.open_store(synchronous="NORMAL"))
-        self.assertEqual((full, normal), (2, 1))
+        full = yield settings(self.open_store())
+        normal = yield settings(self.open_store(synchronous="NORMAL"))
+        self.assertEqual(full, [2, 1, 1])
+        self.assertEqual(normal, [1, 0, 0])
         with self.assertRaises(ValueError):
             SQLiteStore(self.db_path(), reactor=reactor, synchronous="OFF")  # type: ignore[arg-type]
 
@@ -183,6 +186,18 @@ class GroupCommitTests(SQLiteFiles):
         # Round one: c0 alone, then c1-c9; from then on each group holds one commit of every
         # committer, so 200 commits take 21 transactions.
         self.assertEqual(store.transactions, 21)
+
+    @inlineCallbacks
+    def test_cancelled_commit(self) -> Generator[Deferred[Any], Any, None]:
+        """Cancelling a commit's Deferred fails it at once; the write still lands, the store
+        goes on."""
+        store = self.open_store()
+        d = store.commit([PutLWW("m", "k", lww(1))])
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        yield store.commit([PutLWW("m", "k2", lww(2))])
+        snapshot = yield store.load_map("m")
+        self.assertEqual(snapshot.lww, {"k": lww(1), "k2": lww(2)})
 
     @inlineCallbacks
     def test_reads_see_earlier_commits(self) -> Generator[Deferred[Any], Any, None]:

@@ -307,7 +307,8 @@ class SQLiteStore:
     ``threadpool`` defaults to a private pool of one thread that :meth:`close` stops; an
     injected pool must be started and stopped by its owner (the store never runs two jobs at
     once, whatever the pool's size). ``busy_timeout`` is how long a transaction waits for a
-    lock held by another connection before failing.
+    lock held by another connection before failing. Call every method from the reactor
+    thread.
     """
 
     def __init__(
