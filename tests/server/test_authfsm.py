@@ -101,7 +101,7 @@ class FakeVerifier:
 
 @dataclass
 class ConstantVerifier:
-    """A verifier that answers every token with the same thing, or raises it."""
+    """A verifier that answers every token with a fresh Deferred made by ``answer``."""
 
     answer: Callable[[], Deferred[Principal]]
     tokens: list[str] = field(default_factory=list)
@@ -337,9 +337,9 @@ class DeadlineTests(SynchronousTestCase):
 
     def test_invalidTimeout(self) -> None:
         """A timeout that is not a positive finite number is refused when the core is built."""
-        for bad in (0.0, -1.0, float("inf"), float("nan")):
+        for bad in (0.0, -1.0, float("inf"), float("nan"), True, "10"):
             with self.assertRaises(ValueError):
-                AuthCore(FakeVerifier(), Clock(), RecordingOutput(), auth_timeout=bad)
+                AuthCore(FakeVerifier(), Clock(), RecordingOutput(), auth_timeout=bad)  # type: ignore[arg-type]
 
 
 class ConnectionLostTests(SynchronousTestCase):

@@ -122,8 +122,12 @@ __all__ = [
     "CLOSE_AUTH_INTERNAL_ERROR",
     "CLOSE_AUTH_TIMEOUT",
     "DEFAULT_AUTH_TIMEOUT",
+    "DEFAULT_REJECT_REASON",
     "DROP_CLOSED",
     "DROP_UNAUTHENTICATED",
+    "REASON_AUTH_FAILED",
+    "REASON_AUTH_TIMEOUT",
+    "REASON_INTERNAL_ERROR",
     "AuthCore",
     "AuthMachine",
     "AuthOutput",
@@ -197,13 +201,17 @@ class AuthOutput(Protocol):
 
 
 class AuthMachine(Protocol):
-    """The inputs of the machine. The glue calls the public ones."""
+    """The inputs of the machine; the glue calls the public ones.
+
+    An input fed while another is being handled (say, from inside an output) is queued and
+    handled right after it, so outputs may call back into the machine.
+    """
 
     def connectionOpened(self) -> None:
         """The WebSocket handshake completed."""
 
     def authReceived(self, token: str) -> None:
-        """An ``AUTH`` message arrived carrying ``token``."""
+        """An ``AUTH`` message arrived carrying ``token`` (a secret: it is never logged)."""
 
     def dataReceived(self, message: object) -> None:
         """Any other decoded message arrived."""
@@ -236,8 +244,14 @@ class AuthCore:
     deadline: float = field(default=math.inf, init=False)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.auth_timeout) and self.auth_timeout > 0):
-            raise ValueError(f"auth_timeout must be a positive number, not {self.auth_timeout!r}")
+        timeout = self.auth_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ValueError(f"auth_timeout must be a positive number of seconds, not {timeout!r}")
 
 
 @dataclass(frozen=True)
