@@ -14,9 +14,17 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
 	touch $(STAMP)
 
-# Runs the core benchmark until the server lands (see README).
-run: install
-	$(BIN)/python bench/core.py
+# The server on ws://127.0.0.1:8080/ws with SQLite (topgun.sqlite3) and a development secret
+# kept in .topgun-dev-secret (created on first run; never use it in production).
+DEV_SECRET := .topgun-dev-secret
+
+$(DEV_SECRET):
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@
+
+run: install $(DEV_SECRET)
+	@echo "dev token for user 'dev': $(BIN)/topgun token --secret-file $(DEV_SECRET) --sub dev"
+	$(BIN)/twistd --nodaemon --pidfile= topgun --jwt-secret-file $(DEV_SECRET) \
+		--store sqlite:topgun.sqlite3
 
 test: install
 	$(BIN)/python tools/run_tests.py $(TESTS)
@@ -29,7 +37,9 @@ typecheck: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python bench/core.py
+	$(BIN)/python bench/core.py --seconds 2
+	test ! -f bench/merkle.py || $(BIN)/python bench/merkle.py
+	test ! -f bench/store.py || $(BIN)/python bench/store.py
 
 check: lint typecheck test
 
