@@ -157,7 +157,7 @@ class _Database:
     @staticmethod
     def _prepare(path: str, conn: sqlite3.Connection, synchronous: Synchronous) -> None:
         # Inspect before anything writes: a foreign database must be left exactly as it was.
-        _layout(path, conn)
+        layout = _layout(path, conn)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             _log.warn(
@@ -171,22 +171,27 @@ class _Database:
             # there and are ignored elsewhere.
             conn.execute("PRAGMA fullfsync = ON")
             conn.execute("PRAGMA checkpoint_fullfsync = ON")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Checked again under the write lock: another process may have created it.
-            if _layout(path, conn) is _Layout.EMPTY:
-                for ddl in _TABLES.values():
-                    conn.execute(ddl)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if layout is _Layout.EMPTY:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Checked again under the write lock: another process may have created it.
+                if _layout(path, conn) is _Layout.EMPTY:
+                    for ddl in _TABLES.values():
+                        conn.execute(ddl)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def apply(self, changes: list[EncodedChange]) -> None:
         """Apply ``changes`` in one transaction; on any error roll back and re-raise."""
         conn = self._conn
+        if conn.in_transaction:
+            # Left open only if a previous ROLLBACK itself failed; start from a clean slate.
+            conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, run in itertools.groupby(changes, key=lambda change: change[0]):
