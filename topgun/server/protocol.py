@@ -106,6 +106,13 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         except ProtocolError as error:
             self._protocol_error(error)
             return
+        try:
+            self._dispatch(message)
+        except Exception:
+            self._log.failure("error handling {type}", type=message.TYPE)
+            self.sendClose(CLOSE_AUTH_INTERNAL_ERROR, "internal error")
+
+    def _dispatch(self, message: Message) -> None:
         if isinstance(message, Auth):
             if self._machine is not None:
                 self._machine.authReceived(message.token)
