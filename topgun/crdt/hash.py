@@ -87,7 +87,8 @@ def hash_object(obj: Any) -> int:
     return fnv1a(_js.stringify_sorted(obj))
 
 
-def _run_bytes(h: int, data: bytes) -> int:
+def run_bytes(h: int, data: bytes) -> int:
+    """Continue FNV-1a from ``h`` over bytes (Latin-1 code units)."""
     for unit in data:
         h = ((h ^ unit) * 0x01000193) & 0xFFFFFFFF
     return h
@@ -116,7 +117,7 @@ def apply_segment(h: int, table: SegmentTable) -> int:
     lo = h & 0xFF
     tail = table[lo]
     if tail is None:
-        tail = table[lo] = _run_bytes(lo, table[257])
+        tail = table[lo] = run_bytes(lo, table[257])
     return ((h - lo) * table[256] + tail) & 0xFFFFFFFF  # type: ignore[no-any-return]
 
 
@@ -138,15 +139,22 @@ class SegmentCache:
     def __len__(self) -> int:
         return len(self._tables)
 
-    def extend(self, h: int, segment: str) -> int:
-        """Return ``fnv1a_extend(h, segment)``."""
+    def table(self, segment: str) -> SegmentTable | None:
+        """The table for ``segment``, made if needed; ``None`` if it is not Latin-1."""
         table = self._tables.get(segment)
         if table is None:
             try:
                 table = segment_table(segment)
             except UnicodeEncodeError:
-                return fnv1a_extend(h, segment)
+                return None
             if len(self._tables) >= self._max:
                 del self._tables[next(iter(self._tables))]
             self._tables[segment] = table
+        return table
+
+    def extend(self, h: int, segment: str) -> int:
+        """Return ``fnv1a_extend(h, segment)``."""
+        table = self.table(segment)
+        if table is None:
+            return fnv1a_extend(h, segment)
         return apply_segment(h, table)
