@@ -72,9 +72,9 @@ class Server:
     factory: TopGunServerFactory
     clients: list[tuple[RecordingClient, iosim.IOPump]] = field(default_factory=list)
 
-    def connect(self) -> tuple[RecordingClient, iosim.IOPump]:
+    def connect(self, origin: str | None = None) -> tuple[RecordingClient, iosim.IOPump]:
         server_protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))
-        client_factory = WebSocketClientFactory("ws://127.0.0.1:8080/ws")
+        client_factory = WebSocketClientFactory("ws://127.0.0.1:8080/ws", origin=origin)
         client_factory.protocol = RecordingClient
         client_factory.setProtocolOptions(autoPingInterval=0)
         client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))

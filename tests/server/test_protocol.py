@@ -13,8 +13,8 @@ from topgun.crdt.hash import merkle_path
 from topgun.crdt.lww import LWWMap
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.server.authfsm import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT
-from topgun.server.factory import ServerSettings
-from topgun.store import Change, MapSnapshot, MemoryStore, StoreError
+from topgun.server.factory import ServerSettings, autobahn_origin
+from topgun.store import Change, MapSnapshot, MemoryStore, StoreEncodingError, StoreError
 from topgun.wire import (
     Auth,
     AuthAck,
@@ -148,6 +148,23 @@ class HandshakeTests(SynchronousTestCase):
         server.flush()
         self.assertTrue(client.closed)
         self.assertEqual(client.close_code, 1009)
+
+    def test_origins_outside_the_allowed_list_are_refused(self) -> None:
+        """With allowed origins configured, an upgrade from another Origin is refused."""
+        settings = ServerSettings(auto_ping_interval=0, allowed_origins=("https://app.example",))
+        server = make_server(settings=settings)
+        good, _ = server.connect(origin="https://app.example")
+        evil, _ = server.connect(origin="https://evil.example")
+        self.assertEqual(good.types(), ["AUTH_REQUIRED"])
+        self.assertFalse(evil.opened)
+        self.assertEqual(evil.received, [])
+
+    def test_origin_patterns_get_default_ports(self) -> None:
+        """Origins written without a port match the browser's default-port Origin header."""
+        self.assertEqual(autobahn_origin("https://app.example"), "https://app.example:443")
+        self.assertEqual(autobahn_origin("http://*.example.com"), "http://*.example.com:80")
+        self.assertEqual(autobahn_origin("https://app.example:8443"), "https://app.example:8443")
+        self.assertEqual(autobahn_origin("*"), "*")
 
     def test_large_frame_after_auth_is_accepted(self) -> None:
         """After AUTH_ACK the larger limit applies."""
@@ -475,10 +492,13 @@ class FailingStore(MemoryStore):
         super().__init__()
         self.fail_commits = False
         self.fail_loads = False
+        self.unstorable = False
 
     def commit(self, changes: Sequence[Change]) -> Deferred[None]:
         if self.fail_commits:
             return fail(StoreError("disk full"))
+        if self.unstorable:
+            return fail(StoreEncodingError("value too large"))
         return super().commit(changes)
 
     def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
@@ -507,6 +527,25 @@ class StorageFailureTests(SynchronousTestCase):
         self.assertEqual(client.take(), [OpAck("1", achieved_level="APPLIED")])
         snapshot = self.successResultOf(store.load_map("todos"))
         self.assertEqual(snapshot.lww["a"], LWWRecord({"t": 1}, ts()))
+
+    def test_unstorable_values_are_rejected_and_acked(self) -> None:
+        """Ops whose values the store refuses are rejected one by one, then acknowledged."""
+        store = FailingStore()
+        server = make_server(store=store)
+        client = server.login()
+        store.unstorable = True
+        client.send(OpBatch([put("1", "a", 1, ts()), put("2", "b", 2, ts())]))
+        server.flush()
+        reason = "value cannot be stored: value too large"
+        self.assertEqual(
+            client.take(),
+            [
+                OpRejected("1", reason, 400),
+                OpRejected("2", reason, 400),
+                OpAck("2", achieved_level="APPLIED"),
+            ],
+        )
+        self.assertEqual(server.engine.loaded_map_count, 0)
 
     def test_failed_load_answers_error_and_connection_goes_on(self) -> None:
         """A map that cannot be loaded fails that message only."""

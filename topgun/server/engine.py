@@ -25,7 +25,15 @@ from topgun.crdt.ormap import ORMap
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
 from topgun.server import query as queries
-from topgun.store import AddORTombstone, Change, PutLWW, PutOR, RemoveOR, Store
+from topgun.store import (
+    AddORTombstone,
+    Change,
+    PutLWW,
+    PutOR,
+    RemoveOR,
+    Store,
+    StoreEncodingError,
+)
 from topgun.wire import (
     ClientApplyAck,
     ClientOp,
@@ -330,6 +338,7 @@ class Engine:
     def _apply(self, session: Session, ops: Sequence[ClientOp]) -> None:
         changes: list[Change] = []
         events: list[_Event] = []
+        applied: list[ClientOp] = []
         denied = 0
         send = session.connection.send
         horizon = self.now_ms() + self.max_clock_drift_ms
@@ -369,6 +378,7 @@ class Engine:
             if timestamp is not None:
                 self.hlc.update(timestamp)
             self._apply_op(state, op, changes, events)
+            applied.append(op)
         if denied:
             send(Error(403, f"{denied} of {len(ops)} ops denied (see OP_REJECTED)"))
         last_id = _last_id(ops)
@@ -378,7 +388,7 @@ class Engine:
             self._committed,
             self._commit_failed,
             callbackArgs=(session, events, last_id),
-            errbackArgs=(session, maps),
+            errbackArgs=(session, maps, applied, last_id),
         )
 
     def _apply_op(
@@ -437,12 +447,31 @@ class Engine:
         session.connection.send(OpAck(last_id, achieved_level="APPLIED"))
         self._fan_out(session, events)
 
-    def _commit_failed(self, failure: Failure, session: Session, maps: set[str]) -> None:
+    def _commit_failed(
+        self,
+        failure: Failure,
+        session: Session,
+        maps: set[str],
+        applied: Sequence[ClientOp] = (),
+        last_id: str | None = None,
+    ) -> None:
+        """Nothing of the group was stored: forget the maps' memory state and tell the writer.
+
+        An unstorable value will never be stored, so its ops are rejected and acknowledged
+        (a resend would fail forever); any other storage error asks for a resend.
+        """
+        self._unload(maps)
+        send = session.connection.send
+        if failure.check(StoreEncodingError) and last_id is not None:
+            self._log.warn("unstorable value refused: {error}", error=str(failure.value))
+            for op in applied:
+                send(OpRejected(op.id or "", f"value cannot be stored: {failure.value}", 400))
+            send(OpAck(last_id, achieved_level="APPLIED"))
+            return
         self._log.failure(
             "store commit failed; maps {maps} will reload", failure, maps=sorted(maps)
         )
-        self._unload(maps)
-        session.connection.send(Error(500, "storage error: the batch was not saved, resend it"))
+        send(Error(500, "storage error: the batch was not saved, resend it"))
 
     def _fan_out(self, writer: Session, events: list[_Event]) -> None:
         for event in events:

@@ -42,6 +42,22 @@ class ServerSettings:
             raise ValueError("max_message_size must be at least pre_auth_message_size")
 
 
+_DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
+
+
+def autobahn_origin(pattern: str) -> str:
+    """An Origin pattern as Autobahn matches it: with an explicit port.
+
+    Browsers omit default ports from the Origin header, and Autobahn compares against
+    ``scheme://host:port``; so ``https://app.example`` becomes ``https://app.example:443``.
+    """
+    scheme, sep, rest = pattern.partition("://")
+    if not sep or ":" in rest.split("/", 1)[0]:
+        return pattern
+    port = _DEFAULT_PORTS.get(scheme.lower(), "*")
+    return f"{scheme}://{rest.rstrip('/')}:{port}"
+
+
 class TopGunServerFactory(WebSocketServerFactory):
     """Builds :class:`TopGunServerProtocol` connections sharing one engine and verifier.
 
@@ -74,7 +90,7 @@ class TopGunServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=settings.pre_auth_message_size,
             autoPingInterval=settings.auto_ping_interval,
             autoPingTimeout=settings.auto_ping_timeout,
-            allowedOrigins=list(settings.allowed_origins),
+            allowedOrigins=[autobahn_origin(o) for o in settings.allowed_origins],
             # Close with a code and reason (1009 "message too big"...) rather than dropping
             # the TCP connection, so a client can tell what it did wrong.
             failByDrop=False,
