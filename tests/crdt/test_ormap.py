@@ -286,10 +286,18 @@ class ORMapTests(SynchronousTestCase):
         self.assertEqual(ormap.get("k", 1000), ["v", "w"])
 
     def test_unhashable_value(self) -> None:
-        """A value with no JS form still gets a stable entry hash."""
-        ormap = ORMap()
-        ormap.apply("k", ORRecord(object.__new__(Marker), stamp(1), "1:0:n"))
-        self.assertNotEqual(ormap.merkle.root_hash, 0)
+        """A value with no JS form, or nested too deeply, still gets a stable entry hash."""
+        deep: list[Any] = []
+        for _ in range(100_000):
+            deep = [deep]
+        for value in (Marker(), deep):
+            ormap = ORMap()
+            ormap.apply("k", ORRecord(value, stamp(1), "1:0:n"))
+            root = ormap.merkle.root_hash
+            self.assertNotEqual(root, 0)
+            again = ORMap()
+            again.apply("k", ORRecord(value, stamp(1), "1:0:n"))
+            self.assertEqual(again.merkle.root_hash, root)
 
     def test_clear(self) -> None:
         """clear() forgets records, tombstones and the tree."""

@@ -37,6 +37,7 @@ def fnv1a_extend(h: int, s: str) -> int:
 
 def fnv1a(s: str) -> int:
     """32-bit FNV-1a of ``s`` over UTF-16 code units, unsigned (``hashString``)."""
+    # fnv1a_extend's body, repeated: a call costs as much as hashing a few characters.
     h = 0x811C9DC5
     try:
         data: Any = s.encode("latin-1")
@@ -121,11 +122,15 @@ def apply_segment(h: int, table: SegmentTable) -> int:
     return ((h - lo) * table[256] + tail) & 0xFFFFFFFF  # type: ignore[no-any-return]
 
 
+_NO_TABLE: SegmentTable = []
+
+
 class SegmentCache:
     """A bounded cache of segment tables for recurring strings (node ids, millis prefixes).
 
     At most ``max_segments`` tables are kept; when full, the oldest is dropped. A segment
-    that is not Latin-1 is hashed the plain way and not cached.
+    that is not Latin-1 has no table (it is remembered as such, so that the failed encoding
+    is not retried on every use) and is hashed the plain way.
     """
 
     __slots__ = ("_max", "_tables")
@@ -146,11 +151,11 @@ class SegmentCache:
             try:
                 table = segment_table(segment)
             except UnicodeEncodeError:
-                return None
+                table = _NO_TABLE
             if len(self._tables) >= self._max:
                 del self._tables[next(iter(self._tables))]
             self._tables[segment] = table
-        return table
+        return None if table is _NO_TABLE else table
 
     def extend(self, h: int, segment: str) -> int:
         """Return ``fnv1a_extend(h, segment)``."""

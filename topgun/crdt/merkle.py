@@ -381,10 +381,12 @@ class ORMerkleTree(MerkleTree[tuple[ORRecord, ...]]):
     def _entry_hash(self, key: str, key_hash: int, source: tuple[ORRecord, ...]) -> int:
         try:
             return fnv1a(or_entry_string(key, source))
-        except TypeError:
-            # A value with no JS form (not msgpack data) cannot hash as the client would;
-            # a stable stand-in keeps the tree usable and only costs that key a re-walk.
-            return fnv1a(f"key:{key}|" + "|".join(repr(r) for r in source))
+        except (TypeError, RecursionError):
+            # A value with no JS form (not msgpack data, or nested too deeply) cannot hash
+            # as the client's would; a stand-in over the tags keeps the tree usable and
+            # only costs that key a re-walk on sync.
+            tags = _js.utf16_sorted(r.tag for r in source)
+            return fnv1a(f"key:{key}|unhashable|" + "|".join(tags))
 
     @classmethod
     def from_records(cls, items: Mapping[str, Iterable[ORRecord]]) -> ORMerkleTree:
