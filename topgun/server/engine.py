@@ -66,6 +66,7 @@ from topgun.wire import (
     ServerEvent,
     ServerEventPayload,
     SyncInit,
+    SyncResetRequired,
     SyncRespBuckets,
     SyncRespLeaf,
     SyncRespRoot,
@@ -78,6 +79,8 @@ _HEX = frozenset("0123456789abcdef")
 #: Writes stamped further than this ahead of the server clock are refused: TopGun's server
 #: re-stamps for the same reason (a forged ``millis`` far in the future would win forever).
 DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
+#: At most one SYNC_RESET_REQUIRED per connection and map in this many milliseconds.
+DEFAULT_SYNC_RESET_INTERVAL_MS = 10_000
 
 
 class Connection(Protocol):
@@ -96,6 +99,8 @@ class Session:
     principal: Principal
     interested: set[str] = field(default_factory=set)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: When SYNC_RESET_REQUIRED was last sent per map (milliseconds), for rate limiting.
+    resets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -142,8 +147,14 @@ class Engine:
         node_id: str = "topgun-server",
         policy: Policy = ALLOW_ALL,
         max_clock_drift_ms: int = DEFAULT_MAX_CLOCK_DRIFT_MS,
+        sync_reset_on_denial: bool = True,
+        sync_reset_interval_ms: int = DEFAULT_SYNC_RESET_INTERVAL_MS,
     ) -> None:
         self.store = store
+        self.sync_reset_on_denial = sync_reset_on_denial
+        self.sync_reset_interval_ms = sync_reset_interval_ms
+        #: Denials counted by (action, deciding rule): labels stay bounded by the policy.
+        self.denials: dict[tuple[str, str], int] = {}
         self.clock = clock
         self.policy = policy
         self.max_clock_drift_ms = max_clock_drift_ms
@@ -283,7 +294,12 @@ class Engine:
         if isinstance(message, ClientOpMessage):
             return self._write(session, [message.op])
         if isinstance(message, QuerySub):
-            return self._read(session, message.map_name, lambda: self._subscribe(session, message))
+            return self._read(
+                session,
+                message.map_name,
+                lambda: self._subscribe(session, message),
+                query_id=message.query_id,
+            )
         if isinstance(message, QueryUnsub):
             self._unsubscribe(session, message.query_id)
             return None
@@ -313,11 +329,21 @@ class Engine:
         return None
 
     def _read(
-        self, session: Session, map_name: str, then: Callable[[], None]
+        self,
+        session: Session,
+        map_name: str,
+        then: Callable[[], None],
+        query_id: str | None = None,
     ) -> Deferred[None] | None:
         decision = self._authorize(session, Action.READ, map_name)
         if not decision.allowed:
-            session.connection.send(Error(403, f"READ on {map_name} denied: {decision.reason}"))
+            self._denied(session, Action.READ, map_name, decision)
+            reason = _reason(decision, Action.READ, map_name)
+            if query_id is not None:
+                # Settles the client's query (an ERROR alone would leave it pending).
+                session.connection.send(QueryResp(query_id, [], error=reason, code="FORBIDDEN"))
+            else:
+                session.connection.send(Error(403, reason))
             return None
 
         def interested_then() -> None:
@@ -339,7 +365,8 @@ class Engine:
         changes: list[Change] = []
         events: list[_Event] = []
         applied: list[ClientOp] = []
-        denied = 0
+        denied_maps: dict[str, None] = {}  # insertion-ordered sets
+        denied_lww: dict[str, None] = {}
         send = session.connection.send
         horizon = self.now_ms() + self.max_clock_drift_ms
         for op in ops:
@@ -354,9 +381,11 @@ class Engine:
                 action, value = Action.REMOVE, None
             decision = self._authorize(session, action, op.map_name, value)
             if not decision.allowed:
-                denied += 1
-                reason = decision.reason or f"{action.value} on {op.map_name} denied"
-                send(OpRejected(op.id or "", reason, 403))
+                self._denied(session, action, op.map_name, decision)
+                denied_maps[op.map_name] = None
+                if op.kind in (OpKind.PUT, OpKind.REMOVE):
+                    denied_lww[op.map_name] = None
+                send(OpRejected(op.id or "", _reason(decision, action, op.map_name), 403))
                 continue
             timestamp = (
                 op.record.timestamp
@@ -379,15 +408,15 @@ class Engine:
                 self.hlc.update(timestamp)
             self._apply_op(state, op, changes, events)
             applied.append(op)
-        if denied:
-            send(Error(403, f"{denied} of {len(ops)} ops denied (see OP_REJECTED)"))
+        if denied_maps:
+            send(Error(403, "write access denied for map: " + ", ".join(denied_maps)))
         last_id = _last_id(ops)
         maps = {op.map_name for op in ops}
         committed = self.store.commit(changes)
         committed.addCallbacks(
             self._committed,
             self._commit_failed,
-            callbackArgs=(session, events, last_id),
+            callbackArgs=(session, events, last_id, list(denied_lww)),
             errbackArgs=(session, maps, applied, last_id),
         )
 
@@ -443,9 +472,51 @@ class Engine:
                 _Event(state.name, ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag))
             )
 
-    def _committed(self, _: None, session: Session, events: list[_Event], last_id: str) -> None:
+    def _committed(
+        self,
+        _: None,
+        session: Session,
+        events: list[_Event],
+        last_id: str,
+        denied_lww: Sequence[str] = (),
+    ) -> None:
         session.connection.send(OpAck(last_id, achieved_level="APPLIED"))
+        for map_name in denied_lww:
+            self._reset_after_denial(session, map_name)
         self._fan_out(session, events)
+
+    def _reset_after_denial(self, session: Session, map_name: str) -> None:
+        """Make the stock client drop its optimistic copy of an LWW map (protocol §3.3).
+
+        The stock client keeps a denied write's local value; SYNC_RESET_REQUIRED makes it
+        wipe the map and resync from the server. Rate-limited per connection and map, so a
+        client that keeps writing denied ops cannot make the server resend a map in a loop.
+        OR maps cannot be reset this way (the client would run the LWW sync for them).
+        """
+        if not self.sync_reset_on_denial:
+            return
+        now = self.now_ms()
+        last = session.resets.get(map_name)
+        if last is not None and now - last < self.sync_reset_interval_ms:
+            return
+        session.resets[map_name] = now
+        session.connection.send(SyncResetRequired(map_name, "write denied: resync from server"))
+
+    def _denied(self, session: Session, action: Action, map_name: str, decision: Decision) -> None:
+        """Audit one denial: a structured event (no values, no tokens) and a counter."""
+        principal = session.principal
+        self._log.info(
+            "denied {action} on {map_name} for {subject} (roles {roles}): {reason} [{rule}]",
+            action=action.value,
+            map_name=map_name,
+            subject=principal.subject,
+            roles=list(principal.roles),
+            reason=_reason(decision, action, map_name),
+            rule=decision.rule,
+            event_kind="rbac_denial",
+        )
+        key = (action.value, decision.rule)
+        self.denials[key] = self.denials.get(key, 0) + 1
 
     def _commit_failed(
         self,
@@ -618,9 +689,8 @@ class Engine:
     def _push_diff(self, session: Session, message: ORMapPushDiff) -> Deferred[None] | None:
         decision = self._authorize(session, Action.PUT, message.map_name)
         if not decision.allowed:
-            session.connection.send(
-                Error(403, f"PUT on {message.map_name} denied: {decision.reason}")
-            )
+            self._denied(session, Action.PUT, message.map_name, decision)
+            session.connection.send(Error(403, _reason(decision, Action.PUT, message.map_name)))
             return None
         return self._with_maps(
             session, [message.map_name], lambda: self._merge_entries(session, message)
@@ -645,6 +715,10 @@ class Engine:
             self._commit_failed,
             errbackArgs=(session, {state.name}),
         )
+
+
+def _reason(decision: Decision, action: Action, map_name: str) -> str:
+    return decision.reason or f"{action.value} on {map_name} denied"
 
 
 def _last_id(ops: Sequence[ClientOp]) -> str:

@@ -1,0 +1,174 @@
+"""The engine's enforcement of a policy on every path (writes, reads, sync, live events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.server._harness import make_server
+from tests.server.test_protocol import put, remove, ts
+from topgun.auth.principal import Principal
+from topgun.crdt.hash import merkle_path
+from topgun.crdt.records import LWWRecord
+from topgun.rbac import Action, Decision
+from topgun.wire import (
+    Error,
+    MerkleReqBucket,
+    OpAck,
+    OpBatch,
+    OpRejected,
+    Query,
+    QueryResp,
+    QueryResult,
+    QuerySub,
+    QueryUpdate,
+    ServerEvent,
+    SyncInit,
+    SyncResetRequired,
+    SyncRespLeaf,
+)
+
+
+class TablePolicy:
+    """A small real policy: 'locked.*' maps are read-only; role LIMITED reads only 'title'."""
+
+    def authorize(
+        self, principal: Principal, action: Action, map_name: str, value: Any = None
+    ) -> Decision:
+        if map_name.startswith("hidden"):
+            return Decision(False, "rule #2", f"{action.value} on {map_name} denied")
+        if map_name.startswith("locked") and action is not Action.READ:
+            return Decision(False, "rule #1", f"{action.value} on {map_name} denied: read-only")
+        if action is Action.READ and "LIMITED" in principal.roles:
+            return Decision(True, "rule #3", fields=frozenset({"title"}))
+        return Decision(True, "rule #0")
+
+
+def seed(server: Any, *ops: Any) -> None:
+    writer = server.login("seeder")
+    writer.send(OpBatch(list(ops)))
+    server.flush()
+
+
+class WriteDenialTests(SynchronousTestCase):
+    def test_mixed_batch_yields_rejected_error_ack_and_reset(self) -> None:
+        """Denied ops get OP_REJECTED each, then one ERROR 403, OP_ACK, SYNC_RESET_REQUIRED."""
+        server = make_server(policy=TablePolicy())
+        client = server.login()
+        client.send(
+            OpBatch(
+                [
+                    put("1", "a", {"t": 1}, ts(), map_name="todos"),
+                    put("2", "b", {"t": 2}, ts(), map_name="locked.x"),
+                    remove("3", "c", ts(), map_name="locked.x"),
+                    put("4", "d", {"t": 4}, ts(1), map_name="todos"),
+                ]
+            )
+        )
+        server.flush()
+        self.assertEqual(
+            client.received,
+            [
+                OpRejected("2", "PUT on locked.x denied: read-only", 403),
+                OpRejected("3", "REMOVE on locked.x denied: read-only", 403),
+                Error(403, "write access denied for map: locked.x"),
+                OpAck("4", achieved_level="APPLIED"),
+                SyncResetRequired("locked.x", "write denied: resync from server"),
+            ],
+        )
+        self.assertEqual(set(self.successResultOf(server.store.load_map("todos")).lww), {"a", "d"})
+        self.assertEqual(self.successResultOf(server.store.load_map("locked.x")).lww, {})
+
+    def test_sync_reset_is_rate_limited(self) -> None:
+        """A client that keeps writing denied ops gets at most one reset per interval."""
+        server = make_server(policy=TablePolicy(), sync_reset_interval_ms=10_000)
+        client = server.login()
+        for i in range(3):
+            client.send(OpBatch([put(str(i), "k", 1, ts(i), map_name="locked.x")]))
+        server.flush()
+        self.assertEqual(client.types().count("SYNC_RESET_REQUIRED"), 1)
+        server.clock.advance(10)
+        client.send(OpBatch([put("9", "k", 1, ts(), map_name="locked.x")]))
+        server.flush()
+        self.assertEqual(client.types().count("SYNC_RESET_REQUIRED"), 2)
+
+    def test_reset_can_be_turned_off(self) -> None:
+        """With sync_reset_on_denial off, no SYNC_RESET_REQUIRED is sent."""
+        server = make_server(policy=TablePolicy(), sync_reset_on_denial=False)
+        client = server.login()
+        client.send(OpBatch([put("1", "k", 1, ts(), map_name="locked.x")]))
+        server.flush()
+        self.assertEqual(client.types(), ["OP_REJECTED", "ERROR", "OP_ACK"])
+
+    def test_denials_are_audited_without_values(self) -> None:
+        """Each denial is a structured log event and a counter keyed by action and rule."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        server = make_server(policy=TablePolicy())
+        client = server.login("mallory", roles=("USER",))
+        client.send(OpBatch([put("1", "k", {"secret": "s3"}, ts(), map_name="locked.x")]))
+        server.flush()
+        [audit] = [e for e in events if e.get("event_kind") == "rbac_denial"]
+        self.assertEqual(
+            (audit["subject"], audit["roles"], audit["action"], audit["map_name"], audit["rule"]),
+            ("mallory", ["USER"], "PUT", "locked.x", "rule #1"),
+        )
+        self.assertNotIn("s3", repr(audit))
+        self.assertEqual(server.engine.denials, {("PUT", "rule #1"): 1})
+
+
+class ReadDenialTests(SynchronousTestCase):
+    def test_denied_query_settles_with_an_error(self) -> None:
+        """A denied QUERY_SUB is answered QUERY_RESP with no results, an error and a code."""
+        server = make_server(policy=TablePolicy())
+        client = server.login()
+        client.send(QuerySub("q", "hidden.m", Query()))
+        server.flush()
+        self.assertEqual(
+            client.received,
+            [QueryResp("q", [], error="READ on hidden.m denied", code="FORBIDDEN")],
+        )
+
+    def test_denied_sync_gets_error_403(self) -> None:
+        """Denied SYNC_INIT and MERKLE_REQ_BUCKET are answered ERROR 403, never silence."""
+        server = make_server(policy=TablePolicy())
+        client = server.login()
+        client.send(SyncInit("hidden.m"))
+        client.send(MerkleReqBucket("hidden.m", ""))
+        server.flush()
+        self.assertEqual(client.received, [Error(403, "READ on hidden.m denied")] * 2)
+
+
+class FieldRedactionTests(SynchronousTestCase):
+    def test_limited_reader_sees_redacted_values_everywhere(self) -> None:
+        """Field rules redact QUERY_RESP, QUERY_UPDATE, SERVER_EVENT and Merkle leaves."""
+        server = make_server(policy=TablePolicy())
+        seed(server, put("1", "a", {"title": "A", "salary": 100}, ts()))
+        reader = server.login("bob", roles=("LIMITED",))
+        reader.send(QuerySub("q", "todos", Query()))
+        reader.send(SyncInit("todos"))
+        server.flush()
+        response = reader.received[0]
+        self.assertEqual(response, QueryResp("q", [QueryResult("a", {"title": "A"})]))
+        reader.take()
+        writer = server.login("carol")
+        writer.send(OpBatch([put("2", "b", {"title": "B", "salary": 5}, ts(1))]))
+        server.flush()
+        update = next(m for m in reader.received if isinstance(m, QueryUpdate))
+        event = next(m for m in reader.received if isinstance(m, ServerEvent))
+        self.assertEqual(update.value, {"title": "B"})
+        assert event.event.record is not None
+        self.assertEqual(event.event.record, LWWRecord({"title": "B"}, ts(1)))
+        reader.take()
+        leaf_path = merkle_path("a")[:3]
+        reader.send(MerkleReqBucket("todos", leaf_path))
+        server.flush()
+        [leaf] = reader.received
+        assert isinstance(leaf, SyncRespLeaf)
+        self.assertEqual(
+            [(r.key, r.record.value) for r in leaf.records if r.key == "a"],
+            [("a", {"title": "A"})],
+        )
