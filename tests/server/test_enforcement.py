@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import EventLoggingObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.server._harness import make_server
@@ -104,9 +104,7 @@ class WriteDenialTests(SynchronousTestCase):
 
     def test_denials_are_audited_without_values(self) -> None:
         """Each denial is a structured log event and a counter keyed by action and rule."""
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         server = make_server(policy=TablePolicy())
         client = server.login("mallory", roles=("USER",))
         client.send(OpBatch([put("1", "k", {"secret": "s3"}, ts(), map_name="locked.x")]))
