@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import EventLoggingObserver, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.server._harness import make_server
