@@ -105,7 +105,7 @@ class WriteDenialTests(SynchronousTestCase):
 
     def test_denials_are_audited_without_values(self) -> None:
         """Each denial is a structured log event and a counter keyed by action and rule."""
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
         server = make_server(policy=TablePolicy())
         client = server.login("mallory", roles=("USER",))
         client.send(OpBatch([put("1", "k", {"secret": "s3"}, ts(), map_name="locked.x")]))
