@@ -35,7 +35,9 @@ def check_ttl(ttl_ms: object) -> None:
 
 def is_expired(timestamp: Timestamp, ttl_ms: int | float | None, now_ms: int) -> bool:
     """``millis + ttlMs < now``; no TTL (or a zero one, as the client reads it) never expires."""
-    return bool(ttl_ms) and timestamp.millis + ttl_ms < now_ms  # type: ignore[operator]
+    if not ttl_ms:
+        return False
+    return timestamp.millis + ttl_ms < now_ms
 
 
 class LWWMap:
