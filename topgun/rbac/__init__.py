@@ -1,69 +1,61 @@
-"""Authorization: actions, decisions and the policy protocol the engine consults.
+"""Authorization: actions, decisions, policies and policy files.
 
 The engine asks ``policy.authorize(principal, action, map_name, value)`` for every op,
-read, sync and live event. :data:`ALLOW_ALL` is the policy in force when the server is
-started without a policy file: every authenticated principal may do everything (the
-server says so at start-up).
+read, sync and live event and gets a :class:`Decision`. Without a policy file the server
+uses :data:`DEFAULT_POLICY` (everything allowed except the reserved ``$sys/`` and
+``_topgun_`` maps, and the server says so at start-up); with one, :func:`load_policy` or
+:class:`ReloadablePolicy` (default deny). docs/rbac.md describes the file format and the
+evaluation order.
+
+How ops map to actions (the engine's job): ``PUT`` with a value and ``OR_ADD`` are
+:attr:`Action.PUT`; ``REMOVE``, an LWW ``PUT`` whose value is nil, and ``OR_REMOVE`` are
+:attr:`Action.REMOVE`; ``ORMAP_PUSH_DIFF`` is :attr:`Action.PUT`; ``QUERY_SUB``,
+``SYNC_INIT``, ``MERKLE_REQ_BUCKET``, the ``ORMAP_*`` sync requests and live fan-out are
+:attr:`Action.READ`.
 """
 
-from __future__ import annotations
+from topgun.rbac._condition import Condition, ConditionSyntaxError
+from topgun.rbac._load import PolicyError, Problem, load_policy, parse_policy, policy_from_data
+from topgun.rbac._model import (
+    ALLOW_ALL,
+    DEFAULT_POLICY,
+    RESERVED_PREFIXES,
+    Action,
+    AllowAll,
+    Decision,
+    DecisionKind,
+    DefaultPolicy,
+    Policy,
+    is_reserved,
+)
+from topgun.rbac._pattern import Pattern, PatternError, compile_legacy_pattern, compile_pattern
+from topgun.rbac._policy import Effect, FilePolicy, Rule
+from topgun.rbac._reload import ReloadablePolicy
 
-import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-from topgun.auth.principal import Principal
-
-
-class Action(enum.Enum):
-    """What a principal wants to do to a map."""
-
-    READ = "READ"
-    PUT = "PUT"
-    REMOVE = "REMOVE"
-    ALL = "ALL"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one authorization: allowed or not, why, and the readable fields.
-
-    ``fields`` is ``None`` when every field may be read or written, else the top-level keys
-    that may be.
-    """
-
-    allowed: bool
-    rule: str
-    reason: str = ""
-    fields: frozenset[str] | None = None
-
-    def filter(self, value: Any) -> Any:
-        """``value`` with the fields this decision does not grant removed."""
-        if self.fields is None or not isinstance(value, Mapping):
-            return value
-        return {k: v for k, v in value.items() if k in self.fields}
-
-
-class Policy(Protocol):
-    """Pure, synchronous authorization of one action on one map."""
-
-    def authorize(
-        self, principal: Principal, action: Action, map_name: str, value: Any = None
-    ) -> Decision: ...
-
-
-class AllowAll:
-    """Every authenticated principal may do everything (no policy file given)."""
-
-    _DECISION = Decision(True, "no policy configured")
-
-    def authorize(
-        self, principal: Principal, action: Action, map_name: str, value: Any = None
-    ) -> Decision:
-        return self._DECISION
-
-
-ALLOW_ALL: Policy = AllowAll()
-
-__all__ = ["ALLOW_ALL", "Action", "AllowAll", "Decision", "Policy"]
+__all__ = [
+    "ALLOW_ALL",
+    "DEFAULT_POLICY",
+    "RESERVED_PREFIXES",
+    "Action",
+    "AllowAll",
+    "Condition",
+    "ConditionSyntaxError",
+    "Decision",
+    "DecisionKind",
+    "DefaultPolicy",
+    "Effect",
+    "FilePolicy",
+    "Pattern",
+    "PatternError",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "ReloadablePolicy",
+    "Rule",
+    "compile_legacy_pattern",
+    "compile_pattern",
+    "is_reserved",
+    "load_policy",
+    "parse_policy",
+    "policy_from_data",
+]
