@@ -48,7 +48,7 @@ class Condition:
         try:
             program = cel.compile(source)
         except ValueError as error:
-            raise ConditionSyntaxError(str(error)) from None
+            raise ConditionSyntaxError(_syntax_message(str(error))) from None
         names = set(program.variables())
         for name in sorted(names - VARIABLES - _TYPE_NAMES):
             if not re.search(_BINDING_MACRO.format(name=re.escape(name)), source):
@@ -91,6 +91,12 @@ class Condition:
         if not isinstance(result, bool):
             raise ConditionFailed(f"it returned {type(result).__name__}, not a bool")
         return result
+
+
+def _syntax_message(text: str) -> str:
+    """The CEL parser's message without the echo of the whole expression."""
+    _, found, rest = text.partition("': ERROR: <input>:")
+    return f"at {rest}" if found else text
 
 
 def _describe(error: Exception) -> str:

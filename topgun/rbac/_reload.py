@@ -81,7 +81,7 @@ class ReloadablePolicy:
             event_kind="rbac_reloaded",
         )
         for warning in policy.warnings:
-            self._log.warn("policy {path}: {warning}", path=self.path, warning=warning)
+            self._log.warn("policy {path}: {note}", path=self.path, note=warning)
         for listener in list(self._listeners):
             try:
                 listener(policy)

@@ -1,0 +1,1 @@
+"""Tests of topgun.rbac: patterns, evaluation, policy files, reloading and the CLI."""
