@@ -1,0 +1,325 @@
+"""The whole server on real sockets: TCP and TLS listeners, a real Autobahn client.
+
+Each test starts the service ``twistd topgun`` runs (:func:`topgun.tap.build_service`) on
+port 0 of 127.0.0.1 with the real reactor, talks to it over a real connection, and closes
+every connection, port and store before it ends. Every wait is bounded (a few seconds);
+nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import txaio
+from twisted.internet import reactor as _reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from tests._certs import HOSTNAME, write_self_signed
+from tests.auth._keys import escaped, private_pem, public_pem, rsa_key
+from tests.server._loopback import (
+    ClosedBeforeOpen,
+    Listener,
+    RunningServer,
+    TopGunTestClient,
+    bounded,
+    connect,
+    start_service,
+)
+from topgun.auth import JWTVerifier, mint_token
+from topgun.crdt.lww import LWWMap
+from topgun.crdt.records import LWWRecord, Timestamp
+from topgun.server.authfsm import CLOSE_AUTH_FAILED
+from topgun.server.engine import Engine
+from topgun.server.factory import ServerSettings, TopGunServerFactory
+from topgun.server.web import build_root
+from topgun.store import MemoryStore, SQLiteStore, Store
+from topgun.tap import Options, ServerConfig
+from topgun.wire import (
+    Auth,
+    AuthAck,
+    AuthFail,
+    AuthRequired,
+    ClientOp,
+    OpAck,
+    OpBatch,
+    OpKind,
+    Query,
+    QueryResp,
+    QuerySub,
+    QueryUpdate,
+    ServerEvent,
+    SyncInit,
+    SyncRespRoot,
+)
+
+reactor: Any = _reactor
+
+SECRET = "loopback-test-secret-0123456789-abcdefghij"
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+def make_config(
+    *,
+    listen: tuple[str, ...] = (LOCAL,),
+    key_material: str = SECRET,
+    store: Store | None = None,
+) -> ServerConfig:
+    """A production-shaped configuration (default settings) for one test server."""
+    return ServerConfig(
+        listen=listen,
+        verifier=JWTVerifier(key_material),
+        store=store if store is not None else MemoryStore(),
+        settings=ServerSettings(),
+        node_id="loopback-server",
+        max_clock_drift_ms=60_000,
+    )
+
+
+def now_stamp(node: str = "client-a", offset_ms: int = 0) -> Timestamp:
+    """An HLC timestamp at the real clock, as a live client would stamp a write."""
+    return Timestamp(int(reactor.seconds() * 1000) + offset_ms, 0, node)
+
+
+def put(op_id: str, key: str, value: Any, stamp: Timestamp, map_name: str = "todos") -> ClientOp:
+    return ClientOp(map_name, key, OpKind.PUT, id=op_id, record=LWWRecord(value, stamp))
+
+
+class LoopbackTestCase(TestCase):
+    """Starts servers and clients and cleans every one of them up."""
+
+    timeout = 15  # trial's outer bound; each single wait is bounded far lower
+
+    def setUp(self) -> None:
+        # Autobahn schedules its timers through txaio; in-memory tests elsewhere point
+        # txaio at a fake clock, which would leave real connections without timers.
+        self.patch(txaio.config, "loop", reactor)  # type: ignore[attr-defined]
+
+    async def serve(self, config: ServerConfig) -> RunningServer:
+        running = await start_service(config, reactor)
+        self.addCleanup(running.stop, reactor)
+        return running
+
+    async def open(self, endpoint: Any, url: str) -> TopGunTestClient:
+        client = await connect(endpoint, url, reactor)
+        self.addCleanup(client.close)
+        return client
+
+    async def open_tcp(self, port: int, path: str = "/ws") -> TopGunTestClient:
+        return await self.open(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port), f"ws://127.0.0.1:{port}{path}"
+        )
+
+    async def login(
+        self, client: TopGunTestClient, token: str, subject: str = "alice"
+    ) -> TopGunTestClient:
+        """Run the handshake the stock client runs and check it succeeds."""
+        await client.expect(AuthRequired)
+        client.send(Auth(token))
+        ack = await client.expect(AuthAck)
+        self.assertEqual(ack.user_id, subject)
+        return client
+
+    async def login_tcp(self, port: int, subject: str = "alice") -> TopGunTestClient:
+        client = await self.open_tcp(port)
+        return await self.login(client, mint_token(SECRET, subject=subject), subject)
+
+
+class HandshakeTests(LoopbackTestCase):
+    async def test_plain_tcp_handshake(self) -> None:
+        """Over plain TCP the server sends AUTH_REQUIRED, then AUTH_ACK{userId} for a token."""
+        running = await self.serve(make_config())
+        client = await self.open_tcp(running.port)
+        self.assertEqual(await client.receive(), AuthRequired())
+        client.send(Auth(mint_token(SECRET, subject="alice", roles=["USER"])))
+        self.assertEqual(await client.receive(), AuthAck(user_id="alice"))
+        self.assertEqual(client.pending(), [])
+
+    async def test_bad_token_is_refused_with_close_4001(self) -> None:
+        """A token signed with another secret gets AUTH_FAIL and the server closes with 4001."""
+        running = await self.serve(make_config())
+        client = await self.open_tcp(running.port)
+        await client.expect(AuthRequired)
+        client.send(Auth(mint_token(SECRET + "-other", subject="mallory")))
+        failed = await client.expect(AuthFail)
+        self.assertEqual(failed.error, "bad signature")
+        code, _reason = await client.when_closed()
+        self.assertEqual(code, CLOSE_AUTH_FAILED)
+
+
+class TLSTests(LoopbackTestCase):
+    def tls_endpoint(self, port: int, trust: bytes | None) -> Any:
+        options = (
+            optionsForClientTLS(HOSTNAME, trustRoot=Certificate.loadPEM(trust))
+            if trust is not None
+            else optionsForClientTLS(HOSTNAME)
+        )
+        return wrapClientTLS(options, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+
+    async def test_tls_handshake_and_acked_write(self) -> None:
+        """Over an ssl: listener a client trusting the certificate authenticates and writes."""
+        certs = write_self_signed(self.mktemp())
+        running = await self.serve(make_config(listen=(certs.server_description(),)))
+        client = await self.open(
+            self.tls_endpoint(running.port, certs.cert_pem),
+            f"wss://{HOSTNAME}:{running.port}/ws",
+        )
+        await self.login(client, mint_token(SECRET, subject="alice"))
+        client.send(OpBatch([put("1", "k", {"t": 1}, now_stamp())]))
+        self.assertEqual(await client.receive(), OpAck("1", achieved_level="APPLIED"))
+
+    async def test_tls_client_without_trust_cannot_open(self) -> None:
+        """A client that does not trust the self-signed certificate never opens the socket."""
+        certs = write_self_signed(self.mktemp())
+        running = await self.serve(make_config(listen=(certs.server_description(),)))
+        url = f"wss://{HOSTNAME}:{running.port}/ws"
+        with self.assertRaises(ClosedBeforeOpen):
+            await connect(self.tls_endpoint(running.port, None), url, reactor)
+
+
+class PublicKeyTests(LoopbackTestCase):
+    async def test_rs256_public_key_pem(self) -> None:
+        """A server given an RSA public key PEM accepts a token signed by the private key."""
+        running = await self.serve(make_config(key_material=public_pem(rsa_key())))
+        client = await self.open_tcp(running.port)
+        await self.login(client, mint_token(private_pem(rsa_key()), subject="alice"))
+
+    async def test_rs256_escaped_pem_from_the_environment(self) -> None:
+        """The single-line ``\\n``-escaped PEM in $JWT_SECRET configures RS256 via Options."""
+        self.patch(os, "environ", {**os.environ, "JWT_SECRET": escaped(public_pem(rsa_key()))})
+        options = Options()
+        options.parseOptions(["--listen", LOCAL, "--store", "memory:", "--node-id", "env-test"])
+        running = await self.serve(ServerConfig.from_options(options))
+        client = await self.open_tcp(running.port)
+        await self.login(client, mint_token(private_pem(rsa_key()), subject="alice"))
+
+    async def test_hs256_token_is_refused_by_an_rs256_server(self) -> None:
+        """An HS256 token sent to a server holding an RSA key gets AUTH_FAIL and close 4001."""
+        running = await self.serve(make_config(key_material=public_pem(rsa_key())))
+        client = await self.open_tcp(running.port)
+        await client.expect(AuthRequired)
+        client.send(Auth(mint_token(SECRET, subject="alice")))
+        failed = await client.expect(AuthFail)
+        self.assertEqual(failed.error, "algorithm not allowed")
+        code, _reason = await client.when_closed()
+        self.assertEqual(code, CLOSE_AUTH_FAILED)
+
+
+class SyncTests(LoopbackTestCase):
+    async def test_write_reaches_the_other_client(self) -> None:
+        """B's live query and interest in the map bring it A's write as QUERY_UPDATE and event."""
+        running = await self.serve(make_config())
+        writer = await self.login_tcp(running.port, "alice")
+        reader = await self.login_tcp(running.port, "bob")
+        reader.send(QuerySub("q1", "todos", Query(where={"done": False})))
+        self.assertEqual(await reader.receive(), QueryResp("q1", []))
+        reader.send(SyncInit("todos"))
+        root = await reader.expect(SyncRespRoot)
+        self.assertEqual(root.root_hash, 0)
+
+        record = LWWRecord({"title": "ship", "done": False}, now_stamp())
+        writer.send(OpBatch([ClientOp("todos", "t1", OpKind.PUT, id="7", record=record)]))
+        self.assertEqual(await writer.receive(), OpAck("7", achieved_level="APPLIED"))
+        first, second = await reader.receive(), await reader.receive()
+        event = next(m for m in (first, second) if isinstance(m, ServerEvent))
+        update = next(m for m in (first, second) if isinstance(m, QueryUpdate))
+        self.assertEqual(
+            (event.event.map_name, event.event.event_type, event.event.key, event.event.record),
+            ("todos", "PUT", "t1", record),
+        )
+        self.assertEqual(update, QueryUpdate("q1", "t1", "ENTER", record.value))
+        self.assertEqual(writer.pending(), [])
+
+    async def test_write_survives_a_restart(self) -> None:
+        """A write acked by a server on an SQLite file is served by the next server on it."""
+        path = os.path.abspath(self.mktemp())
+        first = await start_service(make_config(store=SQLiteStore(path, reactor=reactor)), reactor)
+        self.addCleanup(first.stop, reactor)
+        client = await self.login_tcp(first.port)
+        record = LWWRecord({"title": "durable"}, now_stamp())
+        client.send(OpBatch([ClientOp("todos", "d1", OpKind.PUT, id="1", record=record)]))
+        self.assertEqual(await client.receive(), OpAck("1", achieved_level="APPLIED"))
+        await client.close()
+        await first.stop(reactor)
+
+        second = await self.serve(make_config(store=SQLiteStore(path, reactor=reactor)))
+        client = await self.login_tcp(second.port)
+        client.send(QuerySub("q", "todos", Query()))
+        response = await client.expect(QueryResp)
+        self.assertEqual(
+            [(r.key, r.value) for r in response.results], [("d1", {"title": "durable"})]
+        )
+        client.send(SyncInit("todos"))
+        expected = LWWMap()
+        expected.merge("d1", record)
+        root = await client.expect(SyncRespRoot)
+        self.assertEqual(root.root_hash, expected.merkle.root_hash)
+
+
+class HTTPTests(LoopbackTestCase):
+    def agent(self) -> Agent:
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        # Closing the cached connections waits for their client sides to end.
+        self.addCleanup(pool.closeCachedConnections)
+        return Agent(reactor, pool=pool)
+
+    async def get(self, agent: Agent, url: str) -> tuple[int, bytes, bytes]:
+        response = await bounded(agent.request(b"GET", url.encode("ascii")), reactor)
+        body: bytes = await bounded(readBody(response), reactor)
+        [content_type] = response.headers.getRawHeaders(b"content-type", [b""])
+        return response.code, content_type, body
+
+    async def test_healthz_on_the_sync_port(self) -> None:
+        """GET /healthz on the WebSocket's port returns 200 JSON with status ok."""
+        running = await self.serve(make_config())
+        await self.login_tcp(running.port)
+        code, content_type, body = await self.get(
+            self.agent(), f"http://127.0.0.1:{running.port}/healthz"
+        )
+        self.assertEqual((code, content_type), (200, b"application/json"))
+        health = json.loads(body)
+        self.assertEqual(
+            (health["status"], health["auth"], health["connections"]), ("ok", "jwt", 1)
+        )
+
+    async def test_embedded_in_an_application_site(self) -> None:
+        """build_root() mounted under /sync serves sync and health beside the app's resources."""
+        factory = TopGunServerFactory(
+            verifier=JWTVerifier(SECRET),
+            engine=Engine(MemoryStore(), reactor, node_id="embedded"),
+            clock=reactor,
+        )
+        root = Resource()
+        root.putChild(b"hello", _Hello())
+        root.putChild(b"sync", build_root(factory))
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        listener = Listener(await bounded(endpoint.listen(Site(root)), reactor))
+        self.addCleanup(listener.stop, reactor)
+        base = f"http://127.0.0.1:{listener.number}"
+        agent = self.agent()
+
+        self.assertEqual(
+            await self.get(agent, f"{base}/hello"), (200, b"text/plain", b"hello from the app")
+        )
+        client = await self.open_tcp(listener.number, "/sync/ws")
+        await self.login(client, mint_token(SECRET, subject="alice"))
+        client.send(OpBatch([put("1", "k", {"v": 1}, now_stamp())]))
+        self.assertEqual(await client.receive(), OpAck("1", achieved_level="APPLIED"))
+        code, _type, body = await self.get(agent, f"{base}/sync/healthz")
+        self.assertEqual((code, json.loads(body)["connections"]), (200, 1))
+
+
+class _Hello(Resource):
+    """The embedding application's own resource."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain")
+        return b"hello from the app"
