@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cel
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.rbac._policies import policy, who
@@ -196,3 +197,46 @@ class ConditionPolicyTests(SynchronousTestCase):
         reason = p.authorize(who(), PUT, "m", {"a": 2}).reason
         self.assertIn("rule #1 (* m PUT) is false", reason)
         self.assertIn("rule #2 (* m PUT) could not be evaluated: no such key: b", reason)
+
+
+class ConversionTests(SynchronousTestCase):
+    """Converting only what an expression can reach never changes its verdict."""
+
+    EXPRESSIONS = [
+        "data.a == 1",
+        "data.a == 1 && data.b == 'x'",
+        "has(data.b)",
+        "data.size() == 3",
+        "size(data) == 3",
+        "'c' in data",
+        "data['a'] == 1",
+        "data.a == 1 && 'data' != 'c'",
+        "data.all(k, k != 'zz')",
+        "type(data) == map",
+        "data . a == 1",
+        "auth.sub == 'alice' && size(auth['ro' + 'les']) == 1",
+        "auth.roles.exists(data, data == 'USER') && data.a == 1",
+    ]
+    VALUES = [{"a": 1, "b": "x", "c": [1]}, {"a": 2}, {}, None, 5]
+
+    def test_same_verdict_as_whole_conversion(self) -> None:
+        """Each expression decides (or fails) as it does when given all of auth and data."""
+        principal = who("alice")
+        auth = {"sub": "alice", "id": "alice", "roles": ["USER"], "claims": {}}
+        for expression in self.EXPRESSIONS:
+            program = cel.compile(expression)
+            for value in self.VALUES:
+                with self.subTest(expression=expression, value=value):
+                    try:
+                        expected: Any = program.execute({"auth": auth, "data": value})
+                    except Exception:
+                        expected = "error"
+                    try:
+                        got: Any = Condition(expression).evaluate(principal, value)
+                    except ConditionFailed:
+                        got = "error"
+                    if expression.startswith("auth.sub"):
+                        # a key named at run time is never converted: it fails closed
+                        self.assertEqual(got, "error")
+                    else:
+                        self.assertEqual(got, expected)

@@ -18,7 +18,7 @@ from topgun.rbac import (
     FilePolicy,
     is_reserved,
 )
-from topgun.rbac._policy import CACHE_LIMIT
+from topgun.rbac._policy import CACHE_LIMIT, SUBJECT_CACHE_LIMIT
 
 READ, PUT, REMOVE = Action.READ, Action.PUT, Action.REMOVE
 
@@ -285,7 +285,32 @@ class CacheTests(SynchronousTestCase):
         p = policy({"role": "*", "map": "m.*", "actions": ["READ"]})
         for i in range(CACHE_LIMIT + 10):
             self.assertTrue(p.authorize(who(), READ, f"m.{i}").allowed)
-        self.assertLessEqual(len(p._plans), CACHE_LIMIT)
+        self.assertLessEqual(len(p._plans[READ]), CACHE_LIMIT)
+        self.assertGreater(len(p._plans[READ]), 0)
+
+    def test_subject_cache_is_bounded(self) -> None:
+        """Many subjects trying one map keep at most a bounded number of decisions."""
+        p = policy({"role": "*", "map": "m.{sub}", "actions": ["READ"]})
+        for i in range(SUBJECT_CACHE_LIMIT * 3):
+            self.assertFalse(p.authorize(who(f"s{i}"), READ, "m.owner").allowed)
+        self.assertTrue(p.authorize(who("owner"), READ, "m.owner").allowed)
+        [plan] = p._plans[READ].values()
+        assert plan.per_subject is not None
+        self.assertLessEqual(len(plan.per_subject), SUBJECT_CACHE_LIMIT)
+
+    def test_subject_rules_that_cannot_match_are_set_aside(self) -> None:
+        """A map no {sub} pattern could match gets a decision fixed for every subject."""
+        p = policy(
+            {"role": "*", "map": "todos.{sub}", "actions": ["READ"]},
+            {"role": "*", "map": "u_{sub}_x.**", "actions": ["READ"]},
+            {"role": "*", "map": "public", "actions": ["READ"]},
+        )
+        self.assertTrue(p.authorize(who(), READ, "public").allowed)
+        self.assertIsNotNone(p._plans[READ][(("USER",), "public")].fixed)
+        for name, subject in (("u_a_x", "a"), ("u_a_x.y", "a"), ("todos.a", "a")):
+            self.assertTrue(p.authorize(who(subject), READ, name).allowed)
+            self.assertIsNone(p._plans[READ][(("USER",), name)].fixed)
+        self.assertFalse(p.authorize(who(), READ, "u__x").allowed)
 
     def test_policies_do_not_share_caches(self) -> None:
         """A new policy object decides afresh (reload swaps whole policies)."""

@@ -23,6 +23,11 @@ _TYPE_NAMES = frozenset(
 )
 #: CEL macros that bind an iteration variable as their first argument.
 _BINDING_MACRO = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+_DATA = re.compile(r"\bdata\b")
+#: ``.field`` after ``data``, not followed by a call (``data.size()`` needs all of data).
+_FIELD_ACCESS = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+#: The keys of ``auth``; each is converted only if the expression spells its name.
+_AUTH_KEYS = ("sub", "id", "roles", "claims")
 
 
 class ConditionSyntaxError(ValueError):
@@ -36,7 +41,7 @@ class ConditionFailed(Exception):
 class Condition:
     """One compiled CEL condition."""
 
-    __slots__ = ("_needs_auth", "_needs_claims", "_needs_data", "_program", "source")
+    __slots__ = ("_auth_keys", "_data_fields", "_needs_auth", "_needs_data", "_program", "source")
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -58,11 +63,14 @@ class Condition:
                 )
         self.source = source
         self._program = program
+        # Converting Python values into CEL costs far more than evaluating (about a
+        # microsecond per string), so only what the expression can reach is converted.
+        # An expression cannot reach a key of auth without spelling its name; if it builds
+        # the name at run time the key is missing and the condition fails closed.
         self._needs_auth = "auth" in names
+        self._auth_keys = tuple(k for k in _AUTH_KEYS if k in source)
         self._needs_data = "data" in names
-        # Converting every claim into CEL values costs more than the evaluation; no
-        # expression can reach the claims without spelling the word.
-        self._needs_claims = "claims" in source
+        self._data_fields = _data_fields(source)
 
     def evaluate(self, principal: Principal, value: Any) -> bool:
         """The condition's verdict for ``principal`` writing ``value``.
@@ -72,16 +80,11 @@ class Condition:
         """
         variables: dict[str, Any] = {}
         if self._needs_auth:
-            auth: dict[str, Any] = {
-                "sub": principal.subject,
-                "id": principal.subject,
-                "roles": list(principal.roles),
-            }
-            if self._needs_claims:
-                claims = principal.claims
-                auth["claims"] = dict(claims) if isinstance(claims, Mapping) else {}
-            variables["auth"] = auth
+            variables["auth"] = {key: _auth_value(principal, key) for key in self._auth_keys}
         if self._needs_data:
+            fields = self._data_fields
+            if fields is not None and isinstance(value, Mapping):
+                value = {k: value[k] for k in fields if k in value}
             variables["data"] = value
         try:
             result = self._program.execute(variables)
@@ -91,6 +94,31 @@ class Condition:
         if not isinstance(result, bool):
             raise ConditionFailed(f"it returned {type(result).__name__}, not a bool")
         return result
+
+
+def _data_fields(source: str) -> frozenset[str] | None:
+    """The top-level fields of ``data`` the expression reads, or None for "all of it".
+
+    When every mention of ``data`` is ``data.name`` the expression sees nothing else of
+    the value, so the rest need not be converted. Any other mention (``'x' in data``,
+    ``data['x']``, ``data.size()``, ``data`` alone, even inside a string) means all of it.
+    """
+    fields: set[str] = set()
+    for mention in _DATA.finditer(source):
+        access = _FIELD_ACCESS.match(source, mention.end())
+        if access is None:
+            return None
+        fields.add(access.group(1))
+    return frozenset(fields)
+
+
+def _auth_value(principal: Principal, key: str) -> Any:
+    if key == "roles":
+        return list(principal.roles)
+    if key == "claims":
+        claims = principal.claims
+        return dict(claims) if isinstance(claims, Mapping) else {}
+    return principal.subject
 
 
 def _syntax_message(text: str) -> str:

@@ -37,12 +37,18 @@ class _Segment:
     any: bool = False
     many: bool = False
 
-    def matches(self, segment: str, subject: str) -> bool:
+    def matches(self, segment: str, subject: str | None) -> bool:
+        """Whether ``segment`` matches; a ``None`` subject stands for any subject."""
         if self.any:
             return True
         parts = self.parts
         if len(parts) == 1:
             text = parts[0]
+        elif subject is None:
+            return segment.startswith(parts[0]) and (
+                self.open_end
+                or (len(segment) > sum(map(len, parts)) and segment.endswith(parts[-1]))
+            )
         elif not subject:
             return False  # an empty subject owns nothing
         else:
@@ -66,8 +72,11 @@ class Pattern:
         """Whether matching depends on the principal's subject."""
         return any(len(s.parts) > 1 for s in self.segments)
 
-    def matches(self, map_name: str, subject: str = "") -> bool:
-        """Whether ``map_name`` matches for a principal whose subject is ``subject``."""
+    def matches(self, map_name: str, subject: str | None = "") -> bool:
+        """Whether ``map_name`` matches for a principal whose subject is ``subject``.
+
+        With ``subject=None`` the answer is whether it could match for some subject.
+        """
         names = map_name.split(".")
         count = len(names)
         # The set of name positions the pattern prefix read so far can end at.

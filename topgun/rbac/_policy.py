@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from topgun.auth.principal import Principal
@@ -38,6 +38,8 @@ CONCRETE_ACTIONS = frozenset({Action.READ, Action.PUT, Action.REMOVE})
 #: Decision plans kept at most; map names come from clients, so the cache is bounded and
 #: simply emptied when full (cheaper than LRU bookkeeping on every hit).
 CACHE_LIMIT = 8192
+#: Decisions kept per plan by subject (a map is rarely tried by many subjects).
+SUBJECT_CACHE_LIMIT = 16
 
 
 class Effect(enum.Enum):
@@ -60,31 +62,33 @@ class Rule:
     fields: frozenset[str] | None = None
     condition: Condition | None = None
     line: int | None = None
+    #: ``rule #3 (GUEST admin.** ALL)``: how decisions and errors name the rule.
+    label: str = field(init=False)
 
-    @property
-    def label(self) -> str:
-        """``rule #3 (GUEST admin.** ALL)``: how decisions and errors name the rule."""
-        return (
-            f"rule #{self.index} ({self.role} {self.pattern.source} {','.join(self.action_names)})"
-        )
+    def __post_init__(self) -> None:
+        actions = ",".join(self.action_names)
+        label = f"rule #{self.index} ({self.role} {self.pattern.source} {actions})"
+        object.__setattr__(self, "label", label)
 
     def applies_to(self, roles: tuple[str, ...], action: Action) -> bool:
         return action in self.actions and (self.role == "*" or self.role in roles)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Plan:
     """What can be known from (roles, action, map name) alone.
 
-    ``fixed`` is the decision when no subject placeholder or condition is involved (a PUT
+    ``fixed`` is the decision when neither the subject nor the value can change it (a PUT
     still has its fields checked against each value). Otherwise ``static`` holds the
-    applicable rules whose patterns need no subject and ``by_subject`` the candidates whose
-    patterns do, to be matched per call.
+    applicable rules whose patterns need no subject and ``by_subject`` those whose patterns
+    need one and could match; ``per_subject`` remembers decisions by subject when no
+    condition is involved (``None`` when one is: then the value decides too).
     """
 
     fixed: Decision | None
     static: tuple[Rule, ...] = ()
     by_subject: tuple[Rule, ...] = ()
+    per_subject: dict[str, Decision] | None = None
 
 
 class FilePolicy:
@@ -106,7 +110,14 @@ class FilePolicy:
         self.source = source
         self.warnings = tuple(warnings)
         self._admin_label = {r: f"admin role {r}" for r in self.admin_roles}
-        self._plans: dict[tuple[tuple[str, ...], Action, str], _Plan] = {}
+        # One cache per action: hashing an Enum member in the key would cost more than
+        # the rest of a cached decision.
+        self._plans: dict[Action, dict[tuple[tuple[str, ...], str], _Plan]] = {
+            action: {} for action in CONCRETE_ACTIONS
+        }
+        self._read = self._plans[Action.READ]
+        self._put = self._plans[Action.PUT]
+        self._remove = self._plans[Action.REMOVE]
 
     def __repr__(self) -> str:
         return f"<FilePolicy {self.source} rules={len(self.rules)}>"
@@ -119,30 +130,32 @@ class FilePolicy:
         ``value`` is the value being written (PUT), or what the engine offers as ``data``
         for a REMOVE (the engine passes ``None``); it is ignored on READ.
         """
-        if action is Action.ALL:
+        if action is Action.READ:
+            plans = self._read
+        elif action is Action.PUT:
+            plans = self._put
+        elif action is Action.REMOVE:
+            plans = self._remove
+        else:
             raise ValueError("authorize() takes READ, PUT or REMOVE; ALL exists only in rules")
-        key = (principal.roles, action, map_name)
-        plan = self._plans.get(key)
+        key = (principal.roles, map_name)
+        plan = plans.get(key)
         if plan is None:
-            if len(self._plans) >= CACHE_LIMIT:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(principal.roles, action, map_name)
+            if len(plans) >= CACHE_LIMIT:
+                plans.clear()
+            plan = plans[key] = self._plan(principal.roles, action, map_name)
         decision = plan.fixed
         if decision is None:
-            subject = principal.subject
-            matched = plan.static + tuple(
-                r for r in plan.by_subject if r.pattern.matches(map_name, subject)
-            )
-            if plan.by_subject and plan.static:
-                matched = tuple(sorted(matched, key=_index))
-            decision = self._decide(
-                matched,
-                roles=principal.roles,
-                principal=principal,
-                action=action,
-                map_name=map_name,
-                value=value,
-            )
+            per_subject = plan.per_subject
+            if per_subject is None:
+                decision = self._match(plan, principal, action, map_name, value)
+            else:
+                decision = per_subject.get(principal.subject)
+                if decision is None:
+                    if len(per_subject) >= SUBJECT_CACHE_LIMIT:
+                        per_subject.clear()
+                    decision = self._match(plan, principal, action, map_name, None)
+                    per_subject[principal.subject] = decision
         if (
             action is Action.PUT
             and decision.allowed
@@ -151,6 +164,24 @@ class FilePolicy:
         ):
             return _check_fields(decision, value)
         return decision
+
+    def _match(
+        self, plan: _Plan, principal: Principal, action: Action, map_name: str, value: Any
+    ) -> Decision:
+        subject = principal.subject
+        matched = plan.static + tuple(
+            r for r in plan.by_subject if r.pattern.matches(map_name, subject)
+        )
+        if plan.by_subject and plan.static:
+            matched = tuple(sorted(matched, key=_index))
+        return self._decide(
+            matched,
+            roles=principal.roles,
+            principal=principal,
+            action=action,
+            map_name=map_name,
+            value=value,
+        )
 
     def _plan(self, roles: tuple[str, ...], action: Action, map_name: str) -> _Plan:
         for role in roles:
@@ -165,12 +196,15 @@ class FilePolicy:
             if not rule.applies_to(roles, action):
                 continue
             if rule.pattern.uses_subject:
-                by_subject.append(rule)
+                if rule.pattern.matches(map_name, None):
+                    by_subject.append(rule)
             elif rule.pattern.matches(map_name):
                 static.append(rule)
-        conditional = action is not Action.READ and any(r.condition is not None for r in static)
+        conditional = action is not Action.READ and any(
+            r.condition is not None for r in (*static, *by_subject)
+        )
         if by_subject or conditional:
-            return _Plan(None, tuple(static), tuple(by_subject))
+            return _Plan(None, tuple(static), tuple(by_subject), None if conditional else {})
         # Neither the subject nor the value can change the outcome: decide once. The
         # principal is only consulted for conditions, and there are none to evaluate.
         decision = self._decide(
