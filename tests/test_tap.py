@@ -1,0 +1,388 @@
+"""``twistd topgun``: its options, the errors they give, the service they build, the plugin.
+
+Options are parsed for real, with real files; no test starts the service it makes (the
+loopback tests in ``tests.server.test_loopback`` do). The environment is replaced for each
+test so an operator's ``$JWT_SECRET`` never leaks in.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from tests._certs import write_self_signed
+from tests.auth._keys import escaped, private_pem, public_pem, rsa_key
+from topgun.auth import JWTVerifier
+from topgun.store import MemoryStore, SQLiteStore
+from topgun.tap import (
+    DEFAULT_LISTEN,
+    DEFAULT_STORE,
+    Options,
+    ServerConfig,
+    StoreService,
+    makeService,
+)
+
+SECRET = "tap-test-secret-0123456789-abcdefghijklmn"
+
+
+def known_bug(reason: str) -> None:
+    """Skip the calling test: it shows a reported server bug that is not fixed yet.
+
+    Delete the call once the fix lands; the test then fails until the bug is gone.
+    """
+    raise SkipTest(f"bug: {reason}")
+
+
+class OptionsTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        environ = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+        self.patch(os, "environ", environ)
+
+    def set_env_secret(self, value: str = SECRET) -> None:
+        os.environ["JWT_SECRET"] = value
+
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def parse_error(self, *args: str) -> str:
+        """Parse ``args``, which must fail with a UsageError; return its message."""
+        error = self.assertRaises(usage.UsageError, self.parse, *args)
+        return str(error)
+
+    def write(self, name: str, content: bytes) -> str:
+        folder = Path(self.mktemp())
+        folder.mkdir(parents=True)
+        path = folder / name
+        path.write_bytes(content)
+        return str(path)
+
+
+class DefaultsTests(OptionsTestCase):
+    def test_defaults(self) -> None:
+        """Without options the server listens on 127.0.0.1:8080 and stores in SQLite."""
+        self.assertEqual(Options()["store"], DEFAULT_STORE)
+        self.assertEqual(DEFAULT_STORE, "sqlite:topgun.sqlite3")
+        self.set_env_secret()
+        options = self.parse("--store", "memory:")
+        self.assertEqual(options["listen"], [DEFAULT_LISTEN])
+        self.assertEqual(DEFAULT_LISTEN, "tcp:8080:interface=127.0.0.1")
+        config = ServerConfig.from_options(options)
+        self.assertEqual(config.listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertIsInstance(config.verifier, JWTVerifier)
+        self.assertIsInstance(config.store, MemoryStore)
+        settings = config.settings
+        self.assertTrue(settings.require_auth)
+        self.assertEqual((settings.auth_timeout, settings.allowed_origins), (10.0, ("*",)))
+        self.assertTrue(config.node_id.startswith("topgun-"))
+        self.assertNotIn(":", config.node_id)
+        self.assertEqual(config.max_clock_drift_ms, 60_000)
+
+    def test_listen_is_repeatable(self) -> None:
+        """Every --listen is kept, in order, and replaces the default."""
+        self.set_env_secret()
+        options = self.parse(
+            "--store", "memory:", "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0"
+        )
+        self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1", "tcp:0"])
+
+    def test_options_reach_the_config(self) -> None:
+        """Timeouts, sizes, drift, node id and origins given on the command line are used."""
+        self.set_env_secret()
+        config = ServerConfig.from_options(
+            self.parse(
+                "--store",
+                "memory:",
+                "--auth-timeout",
+                "2.5",
+                "--max-message-size",
+                "1048576",
+                "--max-clock-drift",
+                "5",
+                "--node-id",
+                "server-1",
+                "--allowed-origin",
+                "https://app.example",
+            )
+        )
+        self.assertEqual(config.settings.auth_timeout, 2.5)
+        self.assertEqual(config.settings.max_message_size, 1048576)
+        self.assertEqual(config.settings.allowed_origins, ("https://app.example",))
+        self.assertEqual((config.max_clock_drift_ms, config.node_id), (5000, "server-1"))
+
+
+class SecretTests(OptionsTestCase):
+    def test_secret_file(self) -> None:
+        """--jwt-secret-file gives the HS256 secret (its trailing newline removed)."""
+        path = self.write("secret", SECRET.encode() + b"\n")
+        options = self.parse("--store", "memory:", "--jwt-secret-file", path)
+        verifier = options["verifier"]
+        assert isinstance(verifier, JWTVerifier)
+        self.assertEqual(verifier.algorithm, "HS256")
+        self.assertEqual(options["secret-source"], "file")
+
+    def test_escaped_pem_in_the_environment(self) -> None:
+        """$JWT_SECRET holding a ``\\n``-escaped RSA public key selects RS256."""
+        self.set_env_secret(escaped(public_pem(rsa_key())))
+        verifier = self.parse("--store", "memory:")["verifier"]
+        assert isinstance(verifier, JWTVerifier)
+        self.assertEqual(verifier.algorithm, "RS256")
+
+    def test_missing_secret_file(self) -> None:
+        """A secret file that does not exist is named in the error."""
+        message = self.parse_error("--store", "memory:", "--jwt-secret-file", "/no/such/file")
+        self.assertIn("'/no/such/file' does not exist", message)
+
+    def test_unreadable_secret_file(self) -> None:
+        """A secret 'file' that cannot be read as a file (a directory) is refused clearly."""
+        folder = self.mktemp()
+        os.mkdir(folder)
+        message = self.parse_error("--store", "memory:", "--jwt-secret-file", folder)
+        self.assertIn("is a directory", message)
+
+    def test_secret_file_not_text(self) -> None:
+        """A secret file that is not UTF-8 text is refused."""
+        path = self.write("secret.bin", b"\xff\xfe\x00binary")
+        message = self.parse_error("--store", "memory:", "--jwt-secret-file", path)
+        self.assertIn("is not UTF-8 text", message)
+
+    def test_empty_secrets(self) -> None:
+        """An empty secret file, $JWT_SECRET or --jwt-secret is refused, saying which."""
+        path = self.write("empty", b"\n")
+        self.assertIn(
+            "is empty", self.parse_error("--store", "memory:", "--jwt-secret-file", path)
+        )
+        self.assertIn(
+            "command line is empty",
+            self.parse_error("--store", "memory:", "--jwt-secret", "  "),
+        )
+        self.set_env_secret("")
+        self.assertIn(
+            "JWT_SECRET environment variable is empty", self.parse_error("--store", "memory:")
+        )
+
+    def test_no_secret_says_how_to_fix_it(self) -> None:
+        """Without a secret and without --no-auth the error names every way out."""
+        message = self.parse_error("--store", "memory:")
+        self.assertIn("no JWT secret", message)
+        for remedy in ("--jwt-secret-file", "$JWT_SECRET", "--no-auth"):
+            self.assertIn(remedy, message)
+
+    def test_bad_pem(self) -> None:
+        """A PEM that does not parse is refused at start-up as a key problem."""
+        pem = b"-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n"
+        path = self.write("key.pem", pem)
+        message = self.parse_error("--store", "memory:", "--jwt-secret-file", path)
+        self.assertEqual(message, "JWT key: the PEM PUBLIC KEY block could not be parsed")
+
+    def test_private_key_pem_is_refused(self) -> None:
+        """A private key given where the public key belongs is refused with the remedy."""
+        path = self.write("private.pem", private_pem(rsa_key()).encode())
+        message = self.parse_error("--store", "memory:", "--jwt-secret-file", path)
+        self.assertIn("private key", message)
+        self.assertIn("-pubout", message)
+
+    def test_file_and_argv_secret_together(self) -> None:
+        """Giving the secret both as a file and on the command line is an error."""
+        path = self.write("secret", SECRET.encode())
+        message = self.parse_error(
+            "--store", "memory:", "--jwt-secret-file", path, "--jwt-secret", SECRET
+        )
+        self.assertIn("not both", message)
+
+
+class BadOptionTests(OptionsTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.set_env_secret()
+
+    def test_unknown_endpoint_prefix(self) -> None:
+        """An endpoint type Twisted does not know is refused, quoting the --listen value."""
+        message = self.parse_error("--store", "memory:", "--listen", "nope:8080")
+        self.assertIn("--listen 'nope:8080'", message)
+        self.assertIn("Unknown endpoint type: 'nope'", message)
+
+    def test_ssl_with_a_missing_key_file(self) -> None:
+        """An ssl: endpoint whose private key file is missing is refused, naming the file."""
+        certs = write_self_signed(self.mktemp())
+        missing = str(certs.key_path.parent / "missing-key.pem")
+        description = f"ssl:0:privateKey={missing}:certKey={certs.cert_path}"
+        message = self.parse_error("--store", "memory:", "--listen", description)
+        self.assertIn(f"--listen {description!r}", message)
+        self.assertIn(missing, message)
+
+    def test_bad_store(self) -> None:
+        """An unknown store kind, or an SQLite file that cannot be opened, is refused."""
+        message = self.parse_error("--store", "postgres://db")
+        self.assertIn("--store: unknown store 'postgres://db'", message)
+        self.assertIn("sqlite:PATH", message)
+        message = self.parse_error("--store", "sqlite:/no/such/folder/x.sqlite3")
+        self.assertIn("--store: cannot open '/no/such/folder/x.sqlite3'", message)
+
+    def test_bad_node_id(self) -> None:
+        """A node id containing ':' (the HLC string separator) is refused."""
+        message = self.parse_error("--store", "memory:", "--node-id", "node:1")
+        self.assertTrue(message.startswith("--node-id: "), message)
+        self.assertIn('must not contain ":"', message)
+
+    def test_non_positive_auth_timeout(self) -> None:
+        """A zero, negative or non-numeric --auth-timeout is refused."""
+        for value in ("0", "-1", "soon"):
+            message = self.parse_error("--store", "memory:", "--auth-timeout", value)
+            self.assertIn(repr(value), message)
+            self.assertIn("float", message)
+        self.assertIn("positive", self.parse_error("--store", "memory:", "--auth-timeout", "0"))
+
+    def test_numeric_errors_name_their_option(self) -> None:
+        """The error for a bad number names the option it was given to."""
+        known_bug(
+            "'--auth-timeout 0' says only \"expected a positive float, got '0'\"; three "
+            "options share that message (see the report)"
+        )
+        unnamed = []
+        for option in ("--auth-timeout", "--max-message-size", "--max-clock-drift"):
+            message = self.parse_error("--store", "memory:", option, "0")
+            if option not in message:
+                unnamed.append(f"{option}: {message}")
+        self.assertEqual(unnamed, [])
+
+
+class MakeServiceTests(OptionsTestCase):
+    def events(self) -> EventLoggingObserver:
+        # createWithCleanup is annotated for pyunit's TestCase; trial's cleanups work alike.
+        observer: EventLoggingObserver = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        return observer
+
+    def warnings(self, events: EventLoggingObserver) -> list[str]:
+        return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+
+    def test_one_listener_per_listen_plus_the_store(self) -> None:
+        """makeService returns a MultiService: the store service and one per --listen."""
+        self.set_env_secret()
+        options = self.parse(
+            "--store", "memory:", "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0"
+        )
+        service = makeService(options)
+        assert isinstance(service, MultiService)
+        children: list[Any] = list(service)
+        stores = [c for c in children if isinstance(c, StoreService)]
+        listeners = [c for c in children if isinstance(c, StreamServerEndpointService)]
+        self.assertEqual(len(children), 3)
+        self.assertEqual([s.store for s in stores], [options["store-instance"]])
+        self.assertEqual(len(listeners), 2)
+        self.assertFalse(service.running)
+
+    def test_argv_secret_works_and_warns(self) -> None:
+        """--jwt-secret configures the verifier; makeService warns that argv is visible."""
+        events = self.events()
+        options = self.parse("--store", "memory:", "--jwt-secret", SECRET)
+        self.assertIsInstance(options["verifier"], JWTVerifier)
+        self.assertEqual(options["secret-source"], "argv")
+        makeService(options)
+        self.assertIn(
+            "--jwt-secret on the command line is visible to other users of this machine",
+            self.warnings(events),
+        )
+        for event in events:
+            self.assertNotIn(SECRET, formatEvent(event) + repr(event))
+
+    def test_no_auth_builds_a_service_and_warns(self) -> None:
+        """--no-auth needs no secret, builds the service and says loudly that it is open."""
+        events = self.events()
+        options = self.parse("--no-auth", "--store", "memory:")
+        self.assertIsNone(options["verifier"])
+        service = makeService(options)
+        self.assertIsInstance(service, MultiService)
+        self.assertFalse(ServerConfig.from_options(options).settings.require_auth)
+        self.assertIn(
+            "--no-auth: every connection is accepted WITHOUT authentication (dev only)",
+            self.warnings(events),
+        )
+
+    def test_plain_tcp_and_weak_secret_warnings(self) -> None:
+        """A short HS256 secret and a listener without TLS each get a warning."""
+        events = self.events()
+        self.set_env_secret("short-secret")
+        makeService(self.parse("--store", "memory:"))
+        warnings = self.warnings(events)
+        self.assertIn(
+            "the HS256 secret is shorter than 32 bytes: use a longer random secret", warnings
+        )
+        self.assertIn(
+            "tokens travel without TLS: listen on ssl: or terminate TLS in a proxy", warnings
+        )
+
+    def test_ssl_listener_has_no_plain_text_warning(self) -> None:
+        """With an ssl: listener there is no warning about tokens travelling in clear."""
+        events = self.events()
+        self.set_env_secret()
+        certs = write_self_signed(self.mktemp())
+        makeService(self.parse("--store", "memory:", "--listen", certs.server_description()))
+        self.assertFalse([w for w in self.warnings(events) if "without TLS" in w])
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_is_discoverable(self) -> None:
+        """twistd finds exactly one service maker named topgun, using topgun.tap."""
+        makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "topgun"]
+        self.assertEqual(len(makers), 1)
+        [maker] = makers
+        self.assertIs(maker.options, Options)
+        self.assertIs(maker.makeService, makeService)
+
+
+class SQLiteStoreOptionTests(TestCase):
+    """Options naming an SQLite file; the store opened at parse time is closed afterwards."""
+
+    def setUp(self) -> None:
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "JWT_SECRET"})
+
+    def parse_sqlite(self, *extra: str) -> tuple[Options, str]:
+        folder = Path(self.mktemp())
+        folder.mkdir(parents=True)
+        path = str(folder / "x.sqlite3")
+        options = Options()
+        options.parseOptions(["--no-auth", "--store", f"sqlite:{path}", *extra])
+        store = options["store-instance"]
+        self.addCleanup(store.close)
+        return options, path
+
+    def test_sqlite_store_in_a_given_file(self) -> None:
+        """--store sqlite:PATH opens (and creates) the SQLite store in that file."""
+        options, path = self.parse_sqlite()
+        store = options["store-instance"]
+        assert isinstance(store, SQLiteStore)
+        self.assertEqual(store.path, path)
+        self.assertTrue(os.path.exists(path))
+
+    def test_parsing_starts_no_thread(self) -> None:
+        """Parsing options and making the service start no thread.
+
+        twistd parses the options and calls makeService, then daemonizes by forking, and a
+        forked child keeps only the thread that forked: a writer thread started earlier is
+        gone in the daemon, so every commit and map load would wait forever.
+        """
+        known_bug(
+            "Options.postOptions opens SQLiteStore, whose writer thread does not survive "
+            "twistd's fork (see the report)"
+        )
+        before = set(threading.enumerate())
+        options, _path = self.parse_sqlite()
+        makeService(options)
+        started = [t.name for t in threading.enumerate() if t not in before]
+        self.assertEqual(started, [])
