@@ -319,3 +319,26 @@ class CacheTests(SynchronousTestCase):
         deny: FilePolicy = policy()
         self.assertTrue(allow.authorize(principal, READ, "m").allowed)
         self.assertFalse(deny.authorize(principal, READ, "m").allowed)
+
+
+class RobustnessTests(SynchronousTestCase):
+    """Odd but possible inputs get answers, never crashes."""
+
+    def test_roles_given_as_a_list(self) -> None:
+        """A principal built with a list of roles is decided like one with a tuple."""
+        principal = Principal("alice", ["USER"])  # type: ignore[arg-type]
+        self.assertTrue(EXAMPLE.authorize(principal, READ, "todos.alice").allowed)
+
+    def test_odd_map_names(self) -> None:
+        """Empty, dotted, huge and non-ASCII map names are decided."""
+        for name in ("", ".", "..", "todos.", "ü.ß", "a" * 100_000, "." * 10_000):
+            self.assertFalse(EXAMPLE.authorize(who("alice"), PUT, name, {}).allowed)
+        self.assertTrue(EXAMPLE.authorize(who("g", "GUEST"), READ, "").allowed)
+
+    def test_odd_values(self) -> None:
+        """Values CEL cannot represent deny with a reason instead of raising."""
+        decision = EXAMPLE.authorize(who("alice"), PUT, "documents", {"ownerId": {1, 2}})
+        self.assertFalse(decision.allowed)
+        self.assertIn("could not be evaluated", decision.reason)
+        decision = EXAMPLE.authorize(who("alice"), PUT, "documents", {"ownerId": b"alice"})
+        self.assertFalse(decision.allowed)

@@ -138,23 +138,26 @@ class FilePolicy:
             plans = self._remove
         else:
             raise ValueError("authorize() takes READ, PUT or REMOVE; ALL exists only in rules")
-        key = (principal.roles, map_name)
+        roles = principal.roles
+        if type(roles) is not tuple:  # an embedder's list would not hash
+            roles = tuple(roles)
+        key = (roles, map_name)
         plan = plans.get(key)
         if plan is None:
             if len(plans) >= CACHE_LIMIT:
                 plans.clear()
-            plan = plans[key] = self._plan(principal.roles, action, map_name)
+            plan = plans[key] = self._plan(roles, action, map_name)
         decision = plan.fixed
         if decision is None:
             per_subject = plan.per_subject
             if per_subject is None:
-                decision = self._match(plan, principal, action, map_name, value)
+                decision = self._match(plan, principal, roles, action, map_name, value=value)
             else:
                 decision = per_subject.get(principal.subject)
                 if decision is None:
                     if len(per_subject) >= SUBJECT_CACHE_LIMIT:
                         per_subject.clear()
-                    decision = self._match(plan, principal, action, map_name, None)
+                    decision = self._match(plan, principal, roles, action, map_name, value=None)
                     per_subject[principal.subject] = decision
         if (
             action is Action.PUT
@@ -166,7 +169,14 @@ class FilePolicy:
         return decision
 
     def _match(
-        self, plan: _Plan, principal: Principal, action: Action, map_name: str, value: Any
+        self,
+        plan: _Plan,
+        principal: Principal,
+        roles: tuple[str, ...],
+        action: Action,
+        map_name: str,
+        *,
+        value: Any,
     ) -> Decision:
         subject = principal.subject
         matched = plan.static + tuple(
@@ -176,7 +186,7 @@ class FilePolicy:
             matched = tuple(sorted(matched, key=_index))
         return self._decide(
             matched,
-            roles=principal.roles,
+            roles=roles,
             principal=principal,
             action=action,
             map_name=map_name,
