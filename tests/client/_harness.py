@@ -153,21 +153,27 @@ class _Tap:
 
 
 class RulePolicy:
-    """A policy of explicit denials: ``(action, map)`` pairs, and unreadable maps."""
+    """Explicit denials for one subject: ``(action, map)`` pairs and unreadable maps.
+    Every other principal may do everything."""
 
     def __init__(
-        self, denied: Iterable[tuple[Action, str]] = (), unreadable: Iterable[str] = ()
+        self,
+        subject: str,
+        denied: Iterable[tuple[Action, str]] = (),
+        unreadable: Iterable[str] = (),
     ) -> None:
+        self.subject = subject
         self.denied = set(denied)
         self.unreadable = set(unreadable)
 
     def authorize(
         self, principal: Principal, action: Action, map_name: str, value: Any = None
     ) -> Decision:
-        if action is Action.READ and map_name in self.unreadable:
-            return Decision(False, "test", f"READ on {map_name} denied")
-        if (action, map_name) in self.denied:
-            return Decision(False, "test", f"{action.value} on {map_name} denied")
+        if principal.subject == self.subject:
+            if action is Action.READ and map_name in self.unreadable:
+                return Decision(False, "test", f"READ on {map_name} denied")
+            if (action, map_name) in self.denied:
+                return Decision(False, "test", f"{action.value} on {map_name} denied")
         return Decision(True, "test")
 
 
@@ -226,11 +232,16 @@ class Wired:
         return taken
 
     def advance(self, seconds: float) -> None:
-        self.time.advance(seconds)
-        self.clock.advance(seconds)
-        for peer in self.peers:
-            peer.engine.tick()
-        self.pump()
+        """Let time pass in steps of at most a second, pumping after each, so that
+        heartbeats flow as they would on a live link."""
+        while seconds > 0:
+            step = min(seconds, 1.0)
+            seconds -= step
+            self.time.advance(step)
+            self.clock.advance(step)
+            for peer in self.peers:
+                peer.engine.tick()
+            self.pump()
 
     def pump(self) -> None:
         busy = True
