@@ -141,6 +141,12 @@ class HandshakeTests(LoopbackTestCase):
         self.assertEqual(await client.receive(), AuthAck(user_id="alice"))
         self.assertEqual(client.pending(), [])
 
+    async def test_root_path_serves_the_websocket_too(self) -> None:
+        """A client given ``ws://host:port`` without ``/ws`` still reaches the sync endpoint."""
+        running = await self.serve(make_config())
+        client = await self.open_tcp(running.port, "/")
+        await self.login(client, mint_token(SECRET, subject="alice"))
+
     async def test_bad_token_is_refused_with_close_4001(self) -> None:
         """A token signed with another secret gets AUTH_FAIL and the server closes with 4001."""
         running = await self.serve(make_config())
