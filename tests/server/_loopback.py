@@ -20,7 +20,13 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, DeferredQueue, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredQueue,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -120,27 +126,37 @@ class RunningServer:
 
     service: MultiService
     listeners: list[Listener] = field(default_factory=list)
-    _stopping: Deferred[None] | None = None
+    _stopped: bool = False
 
     @property
     def port(self) -> int:
         """The port of the first listener."""
         return self.listeners[0].number
 
-    def stop(self, reactor: Any) -> Deferred[None]:
-        """Wait until every accepted connection has ended, then stop the service (once)."""
-        if self._stopping is not None:
-            return succeed(None)
-        idle = gatherResults(
-            [server_connections_closed(reactor, listener.number) for listener in self.listeners]
-        )
+    async def stop_service(self) -> None:
+        """Stop the service now (once), whatever connections are still open."""
+        if not self._stopped:
+            self._stopped = True
+            await maybeDeferred(self.service.stopService)
 
-        def stop_service(_: object) -> Deferred[None] | None:
-            stopped: Deferred[None] | None = self.service.stopService()
-            return stopped
+    async def stop(self, reactor: Any) -> None:
+        """Wait until every accepted connection has ended, then stop the service.
 
-        self._stopping = idle.addCallback(stop_service)
-        return self._stopping
+        The service is stopped even if the wait times out (which still fails the test), so
+        a store's writer thread never outlives the test.
+        """
+        if self._stopped:
+            return
+        try:
+            await gatherResults(
+                [
+                    server_connections_closed(reactor, listener.number)
+                    for listener in self.listeners
+                ],
+                consumeErrors=True,
+            )
+        finally:
+            await self.stop_service()
 
 
 def bounded(d: Deferred[Any], clock: IReactorTime) -> Deferred[Any]:

@@ -16,7 +16,7 @@ import txaio
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -63,6 +63,14 @@ reactor: Any = _reactor
 
 SECRET = "loopback-test-secret-0123456789-abcdefghij"
 LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+def known_bug(reason: str) -> None:
+    """Skip the calling test: it shows a reported server bug that is not fixed yet.
+
+    Delete the call once the fix lands; the test then fails until the bug is gone.
+    """
+    raise SkipTest(f"bug: {reason}")
 
 
 def make_config(
@@ -266,6 +274,25 @@ class SyncTests(LoopbackTestCase):
         expected.merge("d1", record)
         root = await client.expect(SyncRespRoot)
         self.assertEqual(root.root_hash, expected.merkle.root_hash)
+
+
+class ShutdownTests(LoopbackTestCase):
+    async def test_stopping_the_service_closes_connections(self) -> None:
+        """Stopping the service closes every open connection with a close frame.
+
+        Otherwise a connected client goes on sending to an engine whose store is closed:
+        each write is answered ERROR 500 and logged as a failure until the process exits.
+        """
+        known_bug(
+            "stopService stops listening and closes the store but leaves open WebSocket "
+            "connections running against the closed store (see the report)"
+        )
+        running = await self.serve(make_config())
+        client = await self.login_tcp(running.port)
+        stopping = running.stop_service()
+        code, _reason = await client.when_closed()
+        self.assertIn(code, (1000, 1001))
+        await stopping
 
 
 class HTTPTests(LoopbackTestCase):
