@@ -36,7 +36,7 @@ class ServerProcess:
         policy: str | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.secret_file = self.directory / "secret"
         self.secret_file.write_text(SECRET)

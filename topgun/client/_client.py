@@ -29,6 +29,7 @@ from topgun.client._engine import (
 from topgun.client._ops import Rejection
 from topgun.client._queries import LocalQuery, QueryChange, make_query
 from topgun.client._storage import ClientStorage, MemoryStorage
+from topgun.crdt.records import LWWRecord
 
 __all__ = ["LWWMapHandle", "LiveQuery", "ORMapHandle", "TokenProvider", "TopGunClient"]
 
@@ -67,6 +68,11 @@ class LWWMapHandle:
     def get(self, key: str, default: Any = None) -> Any:
         value = self._engine.open_lww(self.name).get(key)
         return default if value is None else value
+
+    def record(self, key: str) -> LWWRecord | None:
+        """The key's record with its HLC timestamp (a removal is a record whose value is
+        ``None``), or ``None`` if the key was never written here."""
+        return self._engine.open_lww(self.name).record(key)
 
     def items(self) -> list[tuple[str, Any]]:
         return list(self._engine.open_lww(self.name).entries())
