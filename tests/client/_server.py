@@ -49,6 +49,7 @@ class ServerProcess:
         self.extra_args = extra_args
         self.port = 0
         self._process: subprocess.Popen[str] | None = None
+        self._reader = threading.Thread()
         self._log: list[str] = []
         self._log_lock = threading.Lock()
 
@@ -95,7 +96,10 @@ class ServerProcess:
         self._process = process
         started = threading.Event()
         found: list[int] = []
-        threading.Thread(target=self._drain, args=(process, started, found), daemon=True).start()
+        self._reader = threading.Thread(
+            target=self._drain, args=(process, started, found), daemon=True
+        )
+        self._reader.start()
         if not started.wait(_START_TIMEOUT) or not found:
             self.stop()
             raise RuntimeError(f"the server did not start:\n{self.log()}")
@@ -134,6 +138,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=15)
+        self._reader.join(timeout=15)  # it ends at the end of the output
+        if process.stdout is not None:
+            process.stdout.close()
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): its sockets stay open and nothing answers."""

@@ -23,7 +23,7 @@ from topgun.client import (
     SyncState,
 )
 from topgun.client._queries import make_query
-from topgun.crdt import LWWMerkleTree
+from topgun.crdt import LWWMerkleTree, merkle_path
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.wire import (
     DEFAULT_LIMITS,
@@ -39,6 +39,7 @@ from topgun.wire import (
     OpBatch,
     OpKind,
     ORMapSyncInit,
+    ORMapSyncRespLeaf,
     Ping,
     Pong,
     QueryResp,
@@ -595,6 +596,21 @@ class EventTests(SynchronousTestCase):
         self.script.receive(ServerEvent(payload))
         self.assertEqual(self.engine.open_or("tags").get("k"), [])
         self.assertEqual(self.storage.load_map("tags").or_tombstones, ["tag-1"])
+
+    def test_or_leaf_without_the_key_removes_what_the_server_removed(self) -> None:
+        """An OR leaf without an entry for a key drops that key's records the server no
+        longer holds (the key's last value was removed there), but keeps records this
+        client is still sending."""
+        self.engine.open_or("tags")
+        self.script.authenticate()
+        theirs = ORRecord("red", SERVER_TS, "tag-red")
+        self.script.receive(ServerEvent(ServerEventPayload("tags", "OR_ADD", "k", None, theirs)))
+        self.engine.or_add("tags", "k", "mine")
+        self.script.take()
+        self.script.receive(ORMapSyncRespLeaf("tags", merkle_path("k")[:3], []))
+        self.assertEqual(self.engine.open_or("tags").get("k"), ["mine"])
+        self.assertTrue(self.engine.open_or("tags").is_tombstoned("tag-red"))
+        self.assertIn("tag-red", self.storage.load_map("tags").or_tombstones)
 
     def test_messages_before_auth_are_ignored(self) -> None:
         """A SERVER_EVENT before AUTH_ACK is dropped."""

@@ -135,6 +135,8 @@ def _kill(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 async def closing(*clients: TopGunClient) -> None:

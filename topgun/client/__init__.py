@@ -10,7 +10,7 @@ import logging
 from topgun.client._backoff import Backoff
 from topgun.client._client import LiveQuery, LWWMapHandle, ORMapHandle, TokenProvider, TopGunClient
 from topgun.client._codec import StorageError
-from topgun.client._engine import (
+from topgun.client._effects import (
     TRANSITIONS,
     ClientClosedError,
     ClientConfig,
@@ -22,9 +22,9 @@ from topgun.client._engine import (
     RequestToken,
     Send,
     StateChanged,
-    SyncEngine,
     SyncState,
 )
+from topgun.client._engine import SyncEngine
 from topgun.client._ops import PendingOp, Rejection
 from topgun.client._queries import ChangeKind, QueryChange
 from topgun.client._sqlite import SQLiteStorage

@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from topgun.client._engine import (
+from topgun.client._effects import (
     ClientClosedError,
     ClientConfig,
     Connect,
@@ -23,9 +23,9 @@ from topgun.client._engine import (
     RequestToken,
     Send,
     StateChanged,
-    SyncEngine,
     SyncState,
 )
+from topgun.client._engine import SyncEngine
 from topgun.client._ops import Rejection
 from topgun.client._queries import LocalQuery, QueryChange, make_query
 from topgun.client._storage import ClientStorage, MemoryStorage
@@ -186,7 +186,7 @@ class _Link:
 
     def __init__(self, link_id: int) -> None:
         self.id = link_id
-        self.ws: ClientConnection | None = None
+        self.close_reason = "client closed"
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
@@ -419,8 +419,9 @@ class TopGunClient:
             link.task = self._spawn(self._run(link))
         elif isinstance(effect, Disconnect):
             gone = self._links.pop(effect.link, None)
-            if gone is not None:
-                self._spawn(self._hang_up(gone, effect.reason))
+            if gone is not None and gone.task is not None:
+                gone.close_reason = effect.reason
+                gone.task.cancel()
         elif isinstance(effect, RequestToken):
             self._ask_provider(effect.link)
         elif isinstance(effect, StateChanged):
@@ -528,22 +529,21 @@ class TopGunClient:
         except Exception as e:
             self._lost(link, f"cannot connect: {type(e).__name__}: {e}")
             return
-        if self._links.get(link.id) is not link:  # dropped while connecting
-            await ws.close()
-            return
-        link.ws = ws
         writer = self._spawn(self._write(link, ws))
-        self._engine.connection_opened(link.id)
-        self._pump()
         reason = "the server closed the connection"
         try:
+            self._engine.connection_opened(link.id)
+            self._pump()
             async for data in ws:
                 self._engine.frame_received(link.id, data)
                 self._pump()
         except ConnectionClosed as e:
             reason = f"connection lost ({e})"
         finally:
+            # Cancelled (the engine dropped this link, or the client is closing) or not,
+            # the socket is closed here, cleanly when the peer still answers.
             writer.cancel()
+            await ws.close(code=1000, reason=link.close_reason[:120])
         self._lost(link, reason)
 
     def _lost(self, link: _Link, reason: str) -> None:
@@ -558,13 +558,6 @@ class TopGunClient:
                 await ws.send(await link.outbox.get())
         except ConnectionClosed:
             pass  # the reader sees the close and reports it
-
-    async def _hang_up(self, link: _Link, reason: str) -> None:
-        if link.ws is None:
-            if link.task is not None:
-                link.task.cancel()
-            return
-        await link.ws.close(code=1000, reason=reason[:120])
 
 
 def _discard(callbacks: list[Any], callback: object) -> None:

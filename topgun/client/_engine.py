@@ -49,10 +49,23 @@ from typing import Any
 
 import msgpack
 
-from topgun.client._backoff import Backoff
 from topgun.client._codec import StorageError
+from topgun.client._effects import (
+    TRANSITIONS,
+    ClientClosedError,
+    ClientConfig,
+    Connect,
+    Disconnect,
+    Effect,
+    QueryChanged,
+    Rejected,
+    RequestToken,
+    Send,
+    StateChanged,
+    SyncState,
+)
 from topgun.client._ops import PendingOp, Rejection
-from topgun.client._queries import LocalQuery, QueryChange, same
+from topgun.client._queries import LocalQuery, same
 from topgun.client._replica import LWWReplica
 from topgun.client._storage import (
     AddTombstone,
@@ -114,158 +127,12 @@ from topgun.wire import (
     from_wire,
 )
 
-__all__ = [
-    "ClientClosedError",
-    "ClientConfig",
-    "Connect",
-    "Disconnect",
-    "Effect",
-    "QueryChanged",
-    "Rejected",
-    "RequestToken",
-    "Send",
-    "StateChanged",
-    "SyncEngine",
-    "SyncState",
-]
+__all__ = ["SyncEngine"]
 
 log = logging.getLogger("topgun.client")
 
 _HEX = frozenset("0123456789abcdef")
 _ALL = object()
-
-
-class ClientClosedError(RuntimeError):
-    """The client was closed; it takes no more writes."""
-
-
-class SyncState(enum.Enum):
-    """Where the client stands with its server."""
-
-    OFFLINE = "OFFLINE"  #: not started, or local-only (no server URL)
-    CONNECTING = "CONNECTING"  #: opening the WebSocket
-    AUTHENTICATING = "AUTHENTICATING"  #: open; waiting for AUTH_REQUIRED, a token or AUTH_ACK
-    SYNCING = "SYNCING"  #: authenticated; sending the queue and pulling open maps
-    CONNECTED = "CONNECTED"  #: authenticated and caught up; writes go out as they are made
-    BACKOFF = "BACKOFF"  #: disconnected; waiting before the next attempt
-    CLOSED = "CLOSED"  #: closed for good
-
-
-#: Every transition the engine makes (and the only ones: a test holds it to this).
-TRANSITIONS: dict[SyncState, frozenset[SyncState]] = {
-    SyncState.OFFLINE: frozenset({SyncState.CONNECTING, SyncState.CLOSED}),
-    SyncState.CONNECTING: frozenset(
-        {SyncState.AUTHENTICATING, SyncState.BACKOFF, SyncState.CLOSED}
-    ),
-    SyncState.AUTHENTICATING: frozenset({SyncState.SYNCING, SyncState.BACKOFF, SyncState.CLOSED}),
-    SyncState.SYNCING: frozenset(
-        {SyncState.CONNECTED, SyncState.AUTHENTICATING, SyncState.BACKOFF, SyncState.CLOSED}
-    ),
-    SyncState.CONNECTED: frozenset(
-        {SyncState.SYNCING, SyncState.AUTHENTICATING, SyncState.BACKOFF, SyncState.CLOSED}
-    ),
-    SyncState.BACKOFF: frozenset({SyncState.CONNECTING, SyncState.CLOSED}),
-    SyncState.CLOSED: frozenset(),
-}
-
-
-# --- effects ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """Open a connection to the server; report on it with ``link``."""
-
-    link: int
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send one binary frame on connection ``link`` (drop it if that one is gone)."""
-
-    link: int
-    frame: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """Close connection ``link``; the engine has already forgotten it."""
-
-    link: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RequestToken:
-    """Call the token provider; answer with ``token_resolved``/``token_failed``."""
-
-    link: int
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    """The state changed; ``reason`` says why, ``error`` is the exception behind it."""
-
-    previous: SyncState
-    state: SyncState
-    reason: str | None = None
-    error: BaseException | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """Report a reconciled rejection, then call ``rejection_delivered(op_id)``."""
-
-    rejection: Rejection
-
-
-@dataclass(frozen=True, slots=True)
-class QueryChanged:
-    query_id: str
-    change: QueryChange
-
-
-Effect = Connect | Send | Disconnect | RequestToken | StateChanged | Rejected | QueryChanged
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Limits and timers of the engine; every time is in seconds."""
-
-    #: Largest OP_BATCH frame sent (the server refuses larger messages; topgun's default
-    #: limit is 16 MiB, TopGun's Rust server's 2 MiB).
-    max_frame_bytes: int = 1024 * 1024
-    #: Most ops in one OP_BATCH.
-    max_batch_ops: int = 5000
-    heartbeat_interval: float = 5.0
-    #: A connection on which nothing arrived for this long is taken as dead.
-    heartbeat_timeout: float = 15.0
-    #: How long an open connection waits for AUTH_REQUIRED before assuming none comes.
-    auth_grace: float = 2.0
-    #: How long the token provider plus the server's answer to AUTH may take.
-    auth_timeout: float = 30.0
-    #: SYNCING gives up waiting (and turns CONNECTED) after this long without progress.
-    sync_timeout: float = 30.0
-    #: How long to wait for the server's value of a rejected write's key.
-    reconcile_timeout: float = 10.0
-    backoff: Backoff = field(default_factory=Backoff)
-
-    def __post_init__(self) -> None:
-        if self.max_frame_bytes < 1024:
-            raise ValueError("max_frame_bytes must be at least 1024")
-        if self.max_batch_ops < 1:
-            raise ValueError("max_batch_ops must be at least 1")
-        for name in (
-            "heartbeat_interval",
-            "heartbeat_timeout",
-            "auth_grace",
-            "auth_timeout",
-            "sync_timeout",
-            "reconcile_timeout",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0 or value == float("inf"):
-                raise ValueError(f"{name} must be a positive number of seconds")
 
 
 # --- per-connection state ---------------------------------------------------------------
@@ -845,11 +712,15 @@ class SyncEngine:
     def _send_ops(self) -> None:
         link = self._link
         assert link is not None
+        unsent = []
+        for op in reversed(self._ops.values()):  # ids ascend: the unsent ones are last
+            if op.id <= link.sent_up_to:
+                break
+            if not op.rejected:
+                unsent.append(op)
         batch: list[bytes] = []
         size = _BATCH_OVERHEAD
-        for op in self._ops.values():
-            if op.id <= link.sent_up_to or op.rejected:
-                continue
+        for op in reversed(unsent):
             blob = self._blob(op)
             if batch and (
                 size + len(blob) > self.config.max_frame_bytes
@@ -1215,6 +1086,7 @@ class SyncEngine:
             for entry in message.entries:
                 merged = self._or_merge(map_name, entry.key, entry.records, entry.tombstones)
                 changes.extend(merged)
+            changes.extend(self._or_drop_unheld(map_name, message))
             self._persist(changes)
             server = {entry.key: entry for entry in message.entries}
             for op in self._reconciling("or", map_name, message.path):
@@ -1222,6 +1094,37 @@ class SyncEngine:
                 values = [] if held is None else [r.value for r in held.records]
                 self._report(op, values, known=True)
         self._answered(link, "or", map_name, message.path)
+
+    def _or_drop_unheld(self, map_name: str, leaf: ORMapSyncRespLeaf) -> list[StorageChange]:
+        """Tombstone local records under the leaf that the server no longer holds.
+
+        A key whose last record was removed has no entry in the server's leaf, so its
+        tombstones never arrive with one. A record the server does not hold, and that this
+        client is not itself still sending, was removed there: OR records only ever leave
+        through a tombstone.
+        """
+        ormap = self._or[map_name]
+        held = {entry.key: {r.tag for r in entry.records} for entry in leaf.entries}
+        sending = {
+            op.or_record.tag
+            for op in self._pending_on(map_name, lww=False)
+            if op.kind is OpKind.OR_ADD and op.or_record is not None
+        }
+        if len(leaf.path) == DEPTH:
+            keys = ormap.merkle.keys_in_bucket(leaf.path)
+        else:
+            keys = [key for key in ormap if merkle_path(key).startswith(leaf.path)]
+        dead = [
+            tag
+            for key in keys
+            for tag in ormap.record_map(key)
+            if tag not in held.get(key, ()) and tag not in sending
+        ]
+        changes: list[StorageChange] = []
+        for tag in dead:
+            changes.append(AddTombstone(map_name, tag))
+            changes.extend(DeleteOR(map_name, owner, tag) for owner in ormap.apply_tombstone(tag))
+        return changes
 
     def _or_merge(
         self, map_name: str, key: str, records: Sequence[ORRecord], tombstones: Sequence[str]
