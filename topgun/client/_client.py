@@ -367,7 +367,8 @@ class TopGunClient:
             self._timer = None
         tasks = list(self._tasks)
         for task in tasks:
-            task.cancel()
+            if not task.cancelling():  # a dropped link is already closing its socket
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._links.clear()
         for live in list(self._queries.values()):

@@ -902,6 +902,11 @@ class SyncEngine:
         """Ask the server for the leaf holding a rejected op's key."""
         link = self._link
         assert link is not None
+        # The answer is applied to the map, so it must be open (after a restart it may not be).
+        if op.is_lww:
+            self.open_lww(op.map_name)
+        else:
+            self.open_or(op.map_name)
         self._reconcile[op.id] = self._now() + self.config.reconcile_timeout
         path = merkle_path(op.key)[:DEPTH]
         half = "lww" if op.is_lww else "or"
