@@ -9,6 +9,7 @@ from topgun.client import ClientConfig, MemoryStorage, Rejection
 from topgun.crdt import merkle_path
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.wire import (
+    Error,
     LeafRecord,
     MerkleReqBucket,
     OpAck,
@@ -117,6 +118,18 @@ class LWWRejectionTests(SynchronousTestCase):
         [rejection] = rejections(self.script.advance(0.2))
         self.assertFalse(rejection.server_value_known)
         self.assertIsNone(rejection.server_value)
+        self.assertEqual(self.replica.get("k"), "server")
+
+    def test_read_denial_naming_the_map_reports_at_once(self) -> None:
+        """An ERROR 403 whose details name the map (a denied read) ends the wait for the
+        server's value without the timeout; other errors do not."""
+        self.engine.lww_set("m", "k", "mine")
+        self.script.take()
+        self.reject(1)
+        self.assertEqual(rejections(self.script.receive(Error(403, "READ on x denied"))), [])
+        denied = Error(403, "READ on m denied", {"mapName": "m", "action": "READ"})
+        [rejection] = rejections(self.script.receive(denied))
+        self.assertFalse(rejection.server_value_known)
         self.assertEqual(self.replica.get("k"), "server")
 
     def test_pending_later_write_stays_on_top(self) -> None:

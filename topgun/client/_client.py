@@ -29,6 +29,7 @@ from topgun.client._engine import SyncEngine
 from topgun.client._ops import Rejection
 from topgun.client._queries import LocalQuery, QueryChange, make_query
 from topgun.client._storage import ClientStorage, MemoryStorage
+from topgun.client._values import EVERY_VALUE
 from topgun.crdt.records import LWWRecord
 
 __all__ = ["LWWMapHandle", "LiveQuery", "ORMapHandle", "TokenProvider", "TopGunClient"]
@@ -38,7 +39,6 @@ log = logging.getLogger("topgun.client")
 #: Returns a token, or ``None`` when there is none (yet); may be a coroutine function.
 TokenProvider = Callable[[], str | Awaitable[str | None] | None]
 
-_ALL: Any = object()
 _END: Any = object()
 
 
@@ -101,11 +101,10 @@ class ORMapHandle:
         self._engine.or_add(self.name, key, value, ttl_ms)
         self._client._wake()
 
-    def remove(self, key: str, value: Any = _ALL) -> int:
+    def remove(self, key: str, value: Any = EVERY_VALUE) -> int:
         """Remove ``value`` from ``key`` (every value when none is given); return how many
         records were removed."""
-        args = () if value is _ALL else (value,)
-        removed = self._engine.or_remove(self.name, key, *args)
+        removed = self._engine.or_remove(self.name, key, value)
         self._client._wake()
         return removed
 

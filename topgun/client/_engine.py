@@ -81,7 +81,7 @@ from topgun.client._storage import (
     SetMeta,
     StorageChange,
 )
-from topgun.client._values import check_key, check_map_name, copy_value
+from topgun.client._values import EVERY_VALUE, check_key, check_map_name, copy_value
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.hlc import HLC, system_millis, timestamp_to_string, validate_node_id
 from topgun.crdt.lww import check_ttl
@@ -132,7 +132,6 @@ __all__ = ["SyncEngine"]
 log = logging.getLogger("topgun.client")
 
 _HEX = frozenset("0123456789abcdef")
-_ALL = object()
 
 
 # --- per-connection state ---------------------------------------------------------------
@@ -352,14 +351,16 @@ class SyncEngine:
         self._enqueue(op, [PutOR(map_name, key, record)])
         ormap.apply(key, record)
 
-    def or_remove(self, map_name: str, key: str, value: Any = _ALL) -> int:
+    def or_remove(self, map_name: str, key: str, value: Any = EVERY_VALUE) -> int:
         """Remove every observed record of ``key`` equal to ``value`` (all records when no
         value is given): one queued op per tag. Return how many records were removed."""
         self._check_writable()
         check_key(key)
         ormap = self.open_or(map_name)
         records = [
-            r for r in ormap.record_map(key).values() if value is _ALL or same(r.value, value)
+            r
+            for r in ormap.record_map(key).values()
+            if value is EVERY_VALUE or same(r.value, value)
         ]
         for record in records:
             op = PendingOp(
@@ -797,6 +798,23 @@ class SyncEngine:
             self._drop_link(f"server error {message.code}: {message.message}")
         else:
             log.warning("server error %d: %s", message.code, message.message)
+        details = message.details
+        if message.code == 403 and isinstance(details, dict):
+            denied = details.get("mapName")
+            if isinstance(denied, str) and details.get("action", "READ") == "READ":
+                self._read_denied(link, denied)
+
+    def _read_denied(self, link: _Link, map_name: str) -> None:
+        """A read of ``map_name`` was refused (an ERROR 403 naming the map): its sync and
+        fetches get no answer, so stop waiting for them now rather than at the timeouts."""
+        for slot in [s for s in link.outstanding if s[1] == map_name]:
+            del link.outstanding[slot]
+        link.fetches = {s for s in link.fetches if s[1] != map_name}
+        for op_id in list(self._reconcile):
+            op = self._ops[op_id]
+            if op.map_name == map_name:
+                self._report(op, None, known=False)
+        self._check_synced(link)
 
     # --- acknowledgements and rejections -------------------------------------------------
 

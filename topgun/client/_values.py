@@ -6,7 +6,10 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["check_key", "check_map_name", "copy_value"]
+__all__ = ["EVERY_VALUE", "check_key", "check_map_name", "copy_value"]
+
+#: Stands for "every value of the key" where an OR remove takes a value.
+EVERY_VALUE: Any = object()
 
 
 def check_map_name(name: object) -> str:
