@@ -39,6 +39,20 @@ from topgun.server.engine import Engine, Session
 from topgun.store import MemoryStore
 from topgun.wire import Auth, AuthAck, AuthRequired, Message, decode, encode
 
+#: The RBAC policy of the denial scenarios (``topgun.rbac`` file format).
+POLICY_YAML = """\
+policies:
+  - role: USER
+    map: "todos.{sub}"
+    actions: [READ, PUT, REMOVE]
+  - role: USER
+    map: "shared"
+    actions: [READ, PUT]
+  - role: ADMIN
+    map: "*"
+    actions: [READ, PUT, REMOVE]
+"""
+
 #: Wall-clock start of every test, in seconds (mid-2025).
 WALL = 1_750_000_000.0
 FAST = Backoff(initial=1.0, maximum=8.0, multiplier=2.0, jitter=0.5)
@@ -206,11 +220,12 @@ class Wired:
         *,
         node_id: str,
         subject: str = "alice",
+        roles: tuple[str, ...] = ("USER",),
         config: ClientConfig | None = None,
     ) -> SyncEngine:
         engine, _ = make_engine(storage, time=self.time, node_id=node_id, config=config)
         engine.set_token_source(True)
-        self.peers.append(_Peer(engine, Principal(subject, ("USER",))))
+        self.peers.append(_Peer(engine, Principal(subject, roles)))
         return engine
 
     def _peer(self, engine: SyncEngine) -> _Peer:

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.client._harness import POLICY_YAML
 from tests.client._server import ServerProcess
 from topgun import tap
 from topgun.client import (
@@ -448,22 +449,8 @@ class LocalOnlyTests(SynchronousTestCase):
         asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
-_POLICY = """\
-policies:
-  - role: USER
-    map: "todos.{sub}"
-    actions: [READ, PUT, REMOVE]
-  - role: USER
-    map: "shared"
-    actions: [READ, PUT]
-  - role: ADMIN
-    map: "*"
-    actions: [READ, PUT, REMOVE]
-"""
-
-
 class DenialTests(LoopbackTestCase):
-    policy = _POLICY
+    policy = POLICY_YAML
 
     def setUp(self) -> None:
         if "policy" not in tap.Options():

@@ -7,11 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.client._harness import RulePolicy, Wired, query_changes, rejections
+from tests.client._harness import POLICY_YAML, RulePolicy, Wired, query_changes, rejections
 from topgun.client import ChangeKind, MemoryStorage, SyncEngine, SyncState
 from topgun.client._queries import make_query
 from topgun.crdt import LWWRecord, ORMap, ORRecord, compare_timestamps
-from topgun.rbac import Action
+from topgun.rbac import Action, parse_policy
 from topgun.wire import OpKind
 
 
@@ -171,6 +171,39 @@ class DenialTests(SynchronousTestCase):
         self.assertEqual(server_value(wired, "shared", "doc"), "original")
         self.assertEqual(server_value(wired, "locked", "cfg"), "v1")
         self.assertIsNone(server_value(wired, "secret", "x"))
+
+    def test_file_policy_denials_are_reconciled(self) -> None:
+        """The denial scenario of the loopback suite, under the real policy-file engine:
+        a denied REMOVE comes back with the server's value, a write to another user's map
+        is rolled back (its value unknown: alice may not read it), the granted ones land."""
+        wired = Wired(parse_policy(POLICY_YAML))
+        admin = wired.client(node_id="admin", subject="admin", roles=("ADMIN",))
+        admin.lww_set("shared", "doc", "original")
+        admin.lww_set("todos.bob", "b1", "bob's")
+        admin.start()
+        alice = wired.client(node_id="alice")
+        shared = alice.open_lww("shared")
+        alice.start()
+        wired.pump()
+        self.assertEqual(shared.get("doc"), "original")
+        wired.set_online(alice, False)
+        alice.lww_set("shared", "doc", None)
+        alice.lww_set("todos.bob", "b1", "alice was here")
+        alice.lww_set("todos.alice", "a1", "mine")
+        alice.lww_set("shared", "note", "allowed")
+        wired.effects(alice)
+        wired.set_online(alice, True)
+        wired.advance(30)
+        reported = {(r.map_name, r.key): r for r in rejections(wired.effects(alice))}
+        self.assertEqual(set(reported), {("shared", "doc"), ("todos.bob", "b1")})
+        self.assertEqual(reported["shared", "doc"].server_value, "original")
+        self.assertFalse(reported["todos.bob", "b1"].server_value_known)
+        self.assertEqual(shared.get("doc"), "original")
+        self.assertIsNone(alice.open_lww("todos.bob").get("b1"))
+        self.assertEqual(server_value(wired, "todos.bob", "b1"), "bob's")
+        self.assertEqual(server_value(wired, "todos.alice", "a1"), "mine")
+        self.assertEqual(server_value(wired, "shared", "note"), "allowed")
+        self.assertEqual(alice.unsettled, 0)
 
 
 _maps = st.sampled_from(["m1", "m2"])
