@@ -465,7 +465,10 @@ class TopGunClient:
 
     def _tick(self) -> None:
         self._timer = None
-        self._engine.tick()
+        try:
+            self._engine.tick()
+        except Exception:
+            log.exception("internal error in a client timer")
         self._pump()
 
     def _settle_waiters(self) -> None:
@@ -539,6 +542,10 @@ class TopGunClient:
                 self._pump()
         except ConnectionClosed as e:
             reason = f"connection lost ({e})"
+        except Exception:
+            # A bug, not a network event: say so loudly, then recover as from a lost link.
+            log.exception("internal error while handling a frame from the server")
+            reason = "internal client error"
         finally:
             # Cancelled (the engine dropped this link, or the client is closing) or not,
             # the socket is closed here, cleanly when the peer still answers.
