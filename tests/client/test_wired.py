@@ -7,12 +7,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.client._harness import POLICY_YAML, RulePolicy, Wired, query_changes, rejections
+from tests.client._harness import (
+    POLICY_YAML,
+    RulePolicy,
+    Tap,
+    Wired,
+    query_changes,
+    rejections,
+    server_bug,
+)
+from topgun.auth import Principal
 from topgun.client import ChangeKind, MemoryStorage, SyncEngine, SyncState
 from topgun.client._queries import make_query
-from topgun.crdt import LWWRecord, ORMap, ORRecord, compare_timestamps
+from topgun.crdt import LWWRecord, ORMap, ORRecord, compare_timestamps, merkle_path
 from topgun.rbac import Action, parse_policy
-from topgun.wire import OpKind
+from topgun.wire import OpKind, ORMapMerkleReqBucket, ORMapSyncRespLeaf, decode
 
 
 def server_value(wired: Wired, map_name: str, key: str) -> object:
@@ -204,6 +213,31 @@ class DenialTests(SynchronousTestCase):
         self.assertEqual(server_value(wired, "todos.alice", "a1"), "mine")
         self.assertEqual(server_value(wired, "shared", "note"), "allowed")
         self.assertEqual(alice.unsettled, 0)
+
+
+class ServerGapTests(SynchronousTestCase):
+    def test_or_leaf_carries_the_tombstones_of_a_removed_key(self) -> None:
+        """A client that missed an OR_REMOVE learns it from the Merkle leaf of the key."""
+        server_bug(
+            "ORMAP_SYNC_RESP_LEAF lists only keys with live records, and the tombstones only "
+            "inside those entries, so a key whose last value was removed sends nothing; a "
+            "stock client that missed the event keeps the value forever (topgun's client "
+            "works around it)"
+        )
+        wired = Wired()
+        writer = wired.client(node_id="writer")
+        writer.or_add("tags", "k", "red")
+        writer.start()
+        wired.pump()
+        [tag] = writer.open_or("tags").record_map("k")
+        writer.or_remove("tags", "k", "red")
+        wired.pump()
+        tap = Tap()
+        session = wired.server.attach(tap, Principal("reader", ("USER",)))
+        wired.server.handle(session, ORMapMerkleReqBucket("tags", merkle_path("k")[:3]))
+        [leaf] = [decode(frame) for frame in tap.outbox]
+        assert isinstance(leaf, ORMapSyncRespLeaf)
+        self.assertIn(tag, {t for entry in leaf.entries for t in entry.tombstones})
 
 
 _maps = st.sampled_from(["m1", "m2"])
