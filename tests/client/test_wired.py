@@ -14,7 +14,6 @@ from tests.client._harness import (
     Wired,
     query_changes,
     rejections,
-    server_bug,
 )
 from topgun.auth import Principal
 from topgun.client import ChangeKind, MemoryStorage, SyncEngine, SyncState
@@ -218,12 +217,6 @@ class DenialTests(SynchronousTestCase):
 class ServerGapTests(SynchronousTestCase):
     def test_or_leaf_carries_the_tombstones_of_a_removed_key(self) -> None:
         """A client that missed an OR_REMOVE learns it from the Merkle leaf of the key."""
-        server_bug(
-            "ORMAP_SYNC_RESP_LEAF lists only keys with live records, and the tombstones only "
-            "inside those entries, so a key whose last value was removed sends nothing; a "
-            "stock client that missed the event keeps the value forever (topgun's client "
-            "works around it)"
-        )
         wired = Wired()
         writer = wired.client(node_id="writer")
         writer.or_add("tags", "k", "red")

@@ -15,6 +15,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
 
 from topgun.auth import JWTVerifier, mint_token
 from topgun.server.engine import Engine
@@ -113,16 +114,20 @@ _DEFAULT_VERIFIER: Any = object()
 
 
 def make_server(
+    case: SynchronousTestCase,
     *,
     store: Store | None = None,
     settings: ServerSettings | None = None,
     verifier: Any = _DEFAULT_VERIFIER,
     **engine: Any,
 ) -> Server:
+    """A server on a fake clock; txaio's loop points at that clock until ``case`` ends."""
     clock = Clock()
     clock.advance(NOW)
     txaio.use_twisted()
+    previous = getattr(txaio.config, "loop", None)
     txaio.config.loop = clock  # type: ignore[attr-defined]
+    case.addCleanup(setattr, txaio.config, "loop", previous)
     store = store or MemoryStore()
     the_engine = Engine(store, clock, node_id="server-test", **engine)
     settings = settings or ServerSettings(auto_ping_interval=0)

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.server._harness import make_server
@@ -13,7 +14,7 @@ from tests.server.test_protocol import put, remove, ts
 from topgun.auth.principal import Principal
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.records import LWWRecord
-from topgun.rbac import Action, Decision
+from topgun.rbac import Action, Decision, ReloadablePolicy
 from topgun.wire import (
     Error,
     MerkleReqBucket,
@@ -56,7 +57,7 @@ def seed(server: Any, *ops: Any) -> None:
 class WriteDenialTests(SynchronousTestCase):
     def test_mixed_batch_yields_rejected_error_ack_and_reset(self) -> None:
         """Denied ops get OP_REJECTED each, then one ERROR 403, OP_ACK, SYNC_RESET_REQUIRED."""
-        server = make_server(policy=TablePolicy())
+        server = make_server(self, policy=TablePolicy())
         client = server.login()
         client.send(
             OpBatch(
@@ -84,7 +85,7 @@ class WriteDenialTests(SynchronousTestCase):
 
     def test_sync_reset_is_rate_limited(self) -> None:
         """A client that keeps writing denied ops gets at most one reset per interval."""
-        server = make_server(policy=TablePolicy(), sync_reset_interval_ms=10_000)
+        server = make_server(self, policy=TablePolicy(), sync_reset_interval_ms=10_000)
         client = server.login()
         for i in range(3):
             client.send(OpBatch([put(str(i), "k", 1, ts(i), map_name="locked.x")]))
@@ -97,7 +98,7 @@ class WriteDenialTests(SynchronousTestCase):
 
     def test_reset_can_be_turned_off(self) -> None:
         """With sync_reset_on_denial off, no SYNC_RESET_REQUIRED is sent."""
-        server = make_server(policy=TablePolicy(), sync_reset_on_denial=False)
+        server = make_server(self, policy=TablePolicy(), sync_reset_on_denial=False)
         client = server.login()
         client.send(OpBatch([put("1", "k", 1, ts(), map_name="locked.x")]))
         server.flush()
@@ -106,7 +107,7 @@ class WriteDenialTests(SynchronousTestCase):
     def test_denials_are_audited_without_values(self) -> None:
         """Each denial is a structured log event and a counter keyed by action and rule."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
-        server = make_server(policy=TablePolicy())
+        server = make_server(self, policy=TablePolicy())
         client = server.login("mallory", roles=("USER",))
         client.send(OpBatch([put("1", "k", {"secret": "s3"}, ts(), map_name="locked.x")]))
         server.flush()
@@ -122,7 +123,7 @@ class WriteDenialTests(SynchronousTestCase):
 class ReadDenialTests(SynchronousTestCase):
     def test_denied_query_settles_with_an_error(self) -> None:
         """A denied QUERY_SUB is answered QUERY_RESP with no results, an error and a code."""
-        server = make_server(policy=TablePolicy())
+        server = make_server(self, policy=TablePolicy())
         client = server.login()
         client.send(QuerySub("q", "hidden.m", Query()))
         server.flush()
@@ -132,19 +133,21 @@ class ReadDenialTests(SynchronousTestCase):
         )
 
     def test_denied_sync_gets_error_403(self) -> None:
-        """Denied SYNC_INIT and MERKLE_REQ_BUCKET are answered ERROR 403, never silence."""
-        server = make_server(policy=TablePolicy())
+        """Denied SYNC_INIT and MERKLE_REQ_BUCKET are answered ERROR 403, never silence;
+        the details name the map and the action, so a client can end its wait for it."""
+        server = make_server(self, policy=TablePolicy())
         client = server.login()
         client.send(SyncInit("hidden.m"))
         client.send(MerkleReqBucket("hidden.m", ""))
         server.flush()
-        self.assertEqual(client.received, [Error(403, "READ on hidden.m denied")] * 2)
+        details = {"mapName": "hidden.m", "action": "READ"}
+        self.assertEqual(client.received, [Error(403, "READ on hidden.m denied", details)] * 2)
 
 
 class FieldRedactionTests(SynchronousTestCase):
     def test_limited_reader_sees_redacted_values_everywhere(self) -> None:
         """Field rules redact QUERY_RESP, QUERY_UPDATE, SERVER_EVENT and Merkle leaves."""
-        server = make_server(policy=TablePolicy())
+        server = make_server(self, policy=TablePolicy())
         seed(server, put("1", "a", {"title": "A", "salary": 100}, ts()))
         reader = server.login("bob", roles=("LIMITED",))
         reader.send(QuerySub("q", "todos", Query()))
@@ -171,3 +174,62 @@ class FieldRedactionTests(SynchronousTestCase):
             [(r.key, r.record.value) for r in leaf.records if r.key == "a"],
             [("a", {"title": "A"})],
         )
+
+
+class PolicyReloadTests(SynchronousTestCase):
+    def write_policy(self, path: FilePath[str], readable: str) -> None:
+        path.setContent(
+            (
+                "policies:\n"
+                "  - role: USER\n"
+                "    map: 'todos'\n"
+                "    actions: [PUT, REMOVE]\n"
+                "  - role: USER\n"
+                f"    map: '{readable}'\n"
+                "    actions: [READ]\n"
+            ).encode()
+        )
+
+    def test_revoked_read_ends_live_queries_and_events(self) -> None:
+        """After a reload that revokes READ, live queries end with QUERY_RESP FORBIDDEN
+        and no more events arrive; the connection stays open and other maps go on."""
+        path = FilePath(self.mktemp() + ".yaml")
+        self.write_policy(path, "*")
+        policy = ReloadablePolicy(path.path)
+        server = make_server(self, policy=policy)
+        reader = server.login("bob", roles=("USER",))
+        writer = server.login("alice", roles=("USER",))
+        reader.send(QuerySub("q", "todos", Query()))
+        reader.send(QuerySub("other", "notes", Query()))
+        server.flush()
+        reader.take()
+        self.write_policy(path, "notes")
+        self.assertTrue(policy.reload())
+        server.flush()
+        [ended] = reader.take()
+        assert isinstance(ended, QueryResp)
+        self.assertEqual((ended.query_id, ended.results, ended.code), ("q", [], "FORBIDDEN"))
+        assert ended.error is not None
+        self.assertIn("read access revoked", ended.error)
+        writer.send(OpBatch([put("1", "a", {"title": "A"}, ts())]))
+        server.flush()
+        self.assertEqual(reader.take(), [])
+        self.assertFalse(reader.closed)
+
+    def test_rejected_reload_keeps_subscriptions(self) -> None:
+        """A bad new file leaves the policy in force and every subscription running."""
+        path = FilePath(self.mktemp() + ".yaml")
+        self.write_policy(path, "*")
+        policy = ReloadablePolicy(path.path)
+        server = make_server(self, policy=policy)
+        reader = server.login("bob", roles=("USER",))
+        reader.send(QuerySub("q", "todos", Query()))
+        server.flush()
+        reader.take()
+        path.setContent(b"policies: [ {role: USER, map: 'a..b', actions: [READ]} ]\n")
+        self.assertFalse(policy.reload())
+        self.flushLoggedErrors()
+        writer = server.login("alice", roles=("USER",))
+        writer.send(OpBatch([put("1", "a", {"title": "A"}, ts())]))
+        server.flush()
+        self.assertIn("QUERY_UPDATE", reader.types())

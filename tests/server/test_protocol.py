@@ -27,7 +27,9 @@ from topgun.wire import (
     OpBatch,
     OpKind,
     OpRejected,
+    ORMapEntry,
     ORMapMerkleReqBucket,
+    ORMapPushDiff,
     ORMapSyncInit,
     ORMapSyncRespBuckets,
     ORMapSyncRespLeaf,
@@ -66,13 +68,13 @@ def remove(op_id: str, key: str, stamp: Timestamp, map_name: str = "todos") -> C
 class HandshakeTests(SynchronousTestCase):
     def test_auth_required_is_sent_on_open(self) -> None:
         """The first frame of every connection is AUTH_REQUIRED."""
-        server = make_server()
+        server = make_server(self)
         client, _ = server.connect()
         self.assertEqual(client.types(), ["AUTH_REQUIRED"])
 
     def test_valid_token_gets_auth_ack_with_subject(self) -> None:
         """AUTH with a valid token is answered AUTH_ACK{userId: sub}."""
-        server = make_server()
+        server = make_server(self)
         client, _ = server.connect()
         client.send(Auth(token("alice")))
         server.flush()
@@ -81,7 +83,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_duplicate_auth_gets_one_ack(self) -> None:
         """The stock client's two AUTH frames yield exactly one AUTH_ACK."""
-        server = make_server()
+        server = make_server(self)
         client, _ = server.connect()
         client.send(Auth(token()))
         client.send(Auth(token()))
@@ -91,7 +93,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_bad_token_fails_and_closes(self) -> None:
         """A token signed with another key gets AUTH_FAIL and a 4001 close."""
-        server = make_server()
+        server = make_server(self)
         client, _ = server.connect()
         forged = token().rsplit(".", 1)[0] + ".AAAA"
         client.send(Auth(forged))
@@ -102,7 +104,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_expired_token_fails(self) -> None:
         """An expired token (beyond the leeway) is refused."""
-        server = make_server()
+        server = make_server(self)
         expired = token()
         server.clock.advance(3600 + 61)
         client, _ = server.connect()
@@ -112,7 +114,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_data_before_auth_is_dropped_not_fatal(self) -> None:
         """DEVICE_HELLO, PING and ops before AUTH_ACK get no answer and do not close."""
-        server = make_server()
+        server = make_server(self)
         client, _ = server.connect()
         client.send(DeviceHello())
         client.send(Ping(1))
@@ -128,7 +130,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_auth_timeout_closes(self) -> None:
         """A connection that never authenticates is closed with 4008 after the timeout."""
-        server = make_server(settings=ServerSettings(auto_ping_interval=0, auth_timeout=5))
+        server = make_server(self, settings=ServerSettings(auto_ping_interval=0, auth_timeout=5))
         client, _ = server.connect()
         server.clock.advance(4.9)
         server.flush()
@@ -141,7 +143,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_large_frame_before_auth_is_refused(self) -> None:
         """Before authentication frames are small; a large one closes the connection."""
         server = make_server(
-            settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
+            self, settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
         )
         client, _ = server.connect()
         client.send(Auth("x" * 4096))
@@ -152,7 +154,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_origins_outside_the_allowed_list_are_refused(self) -> None:
         """With allowed origins configured, an upgrade from another Origin is refused."""
         settings = ServerSettings(auto_ping_interval=0, allowed_origins=("https://app.example",))
-        server = make_server(settings=settings)
+        server = make_server(self, settings=settings)
         good, _ = server.connect(origin="https://app.example")
         evil, _ = server.connect(origin="https://evil.example")
         self.assertEqual(good.types(), ["AUTH_REQUIRED"])
@@ -169,7 +171,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_large_frame_after_auth_is_accepted(self) -> None:
         """After AUTH_ACK the larger limit applies."""
         server = make_server(
-            settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
+            self, settings=ServerSettings(auto_ping_interval=0, pre_auth_message_size=1024)
         )
         client = server.login()
         client.send(OpBatch([put("1", "k", {"t": "x" * 4096}, ts())]))
@@ -180,7 +182,7 @@ class HandshakeTests(SynchronousTestCase):
 class MessageHandlingTests(SynchronousTestCase):
     def test_ping_pong(self) -> None:
         """PING is answered PONG echoing the timestamp with the server time."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send(Ping(12345))
         server.flush()
@@ -188,7 +190,7 @@ class MessageHandlingTests(SynchronousTestCase):
 
     def test_malformed_message_gets_error_400_and_connection_survives(self) -> None:
         """A malformed message is answered ERROR 400 naming the problem; others still work."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         other = server.login("bob")
         client.send_raw({"type": "OP_BATCH", "payload": {"ops": [{"mapName": "m"}]}})
@@ -205,7 +207,7 @@ class MessageHandlingTests(SynchronousTestCase):
 
     def test_unsupported_types(self) -> None:
         """Unsupported types get ERROR 501; the tolerated ones are dropped silently."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send_raw({"type": "TOPIC_SUB", "payload": {"topic": "t"}})
         client.send_raw({"type": "DEVICE_HELLO"})
@@ -218,7 +220,7 @@ class MessageHandlingTests(SynchronousTestCase):
 
     def test_text_frames_are_ignored(self) -> None:
         """Text frames get no answer and do not close the connection."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.sendMessage(b'{"type":"PING","timestamp":1}', isBinary=False)
         server.flush()
@@ -229,7 +231,7 @@ class MessageHandlingTests(SynchronousTestCase):
 class WriteTests(SynchronousTestCase):
     def test_batch_is_acked_with_last_id_and_stored(self) -> None:
         """An OP_BATCH is merged, committed, then acked with the batch's last op id."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send(OpBatch([put("1", "a", {"t": 1}, ts()), put("2", "b", {"t": 2}, ts(1))]))
         server.flush()
@@ -239,7 +241,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_resends_are_idempotent(self) -> None:
         """Re-sent ops are acked again but change nothing and are not fanned out again."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         reader = server.login("bob")
         reader.send(SyncInit("todos"))
@@ -254,7 +256,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_lww_keeps_the_newest_timestamp(self) -> None:
         """An older write arriving later loses to the stored newer one (no re-stamping)."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send(OpBatch([put("1", "a", "new", ts(10))]))
         client.send(OpBatch([put("2", "a", "old", ts(5))]))
@@ -264,7 +266,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_remove_keeps_a_tombstone_and_fans_it_out(self) -> None:
         """A REMOVE is stored as a tombstone and the event carries the tombstone record."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         reader = server.login("bob")
         reader.send(SyncInit("todos"))
@@ -279,7 +281,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_events_go_only_to_interested_others(self) -> None:
         """SERVER_EVENT reaches connections that showed interest in the map, not the writer."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         interested = server.login("bob")
         bystander = server.login("carol")
@@ -296,7 +298,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_future_timestamps_are_rejected_per_op(self) -> None:
         """An op stamped beyond the allowed drift is rejected; the rest of the batch lands."""
-        server = make_server(max_clock_drift_ms=1000)
+        server = make_server(self, max_clock_drift_ms=1000)
         client = server.login()
         client.send(OpBatch([put("1", "a", 1, ts(5000)), put("2", "b", 2, ts())]))
         server.flush()
@@ -310,7 +312,7 @@ class WriteTests(SynchronousTestCase):
 
     def test_or_add_and_remove(self) -> None:
         """OR adds keep their tags verbatim; an OR remove tombstones the tag everywhere."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         reader = server.login("bob")
         reader.send(ORMapSyncInit("tags"))
@@ -337,7 +339,7 @@ class WriteTests(SynchronousTestCase):
 class QueryTests(SynchronousTestCase):
     def test_subscription_gets_results_then_live_updates(self) -> None:
         """QUERY_SUB answers QUERY_RESP, then ENTER/UPDATE/LEAVE follow other clients' writes."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         writer.send(OpBatch([put("1", "a", {"done": False, "n": 1}, ts())]))
         server.flush()
@@ -373,7 +375,7 @@ class QueryTests(SynchronousTestCase):
 
     def test_writer_sees_its_own_query_updates(self) -> None:
         """A client's live query reflects its own writes (protocol §4.6 [REC])."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send(QuerySub("q", "todos", Query()))
         client.send(OpBatch([put("1", "a", {"x": 1}, ts())]))
@@ -382,7 +384,7 @@ class QueryTests(SynchronousTestCase):
 
     def test_invalid_query_is_answered_with_an_error(self) -> None:
         """A query topgun cannot evaluate settles with QUERY_RESP carrying an error."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send_raw(
             {
@@ -403,7 +405,7 @@ class QueryTests(SynchronousTestCase):
 class MerkleSyncTests(SynchronousTestCase):
     def test_lww_walk_reaches_the_missing_records(self) -> None:
         """SYNC_INIT/MERKLE_REQ_BUCKET walk from the root to the leaf holding a missed key."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         writer.send(OpBatch([put(str(i), f"key-{i}", {"i": i}, ts(i)) for i in range(1, 30)]))
         server.flush()
@@ -435,7 +437,7 @@ class MerkleSyncTests(SynchronousTestCase):
 
     def test_unknown_and_bad_paths_get_empty_buckets(self) -> None:
         """A path the tree lacks (or that is not hex) is answered with no buckets."""
-        server = make_server()
+        server = make_server(self)
         client = server.login()
         client.send(MerkleReqBucket("todos", "zz"))
         client.send(MerkleReqBucket("todos", "00"))
@@ -447,7 +449,7 @@ class MerkleSyncTests(SynchronousTestCase):
 
     def test_or_walk_returns_entries_with_tombstones(self) -> None:
         """ORMAP sync walks to a leaf whose entries carry records and tombstones."""
-        server = make_server()
+        server = make_server(self)
         writer = server.login()
         writer.send(
             OpBatch(
@@ -484,6 +486,39 @@ class MerkleSyncTests(SynchronousTestCase):
         self.assertEqual(entry.records, [ORRecord("b", ts(1), "t2")])
         self.assertEqual(entry.tombstones, ["t1"])
 
+    def test_or_leaf_names_a_key_whose_last_record_was_removed(self) -> None:
+        """A key that lost its last record leaves the tree, but the leaf of its bucket
+        still names it with its tombstone, so a client that missed the removal drops it."""
+        server = make_server(self)
+        writer = server.login()
+        add = ClientOp("tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1"))
+        writer.send(OpBatch([add, ClientOp("tags", "k", OpKind.OR_REMOVE, id="2", or_tag="t1")]))
+        server.flush()
+        reader = server.login("bob")
+        reader.send(ORMapMerkleReqBucket("tags", merkle_path("k")[:3]))
+        server.flush()
+        [leaf] = reader.take()
+        assert isinstance(leaf, ORMapSyncRespLeaf)
+        self.assertEqual(leaf.entries, [ORMapEntry("k", [], ["t1"])])
+
+    def test_or_resend_of_a_removed_record_is_answered_at_the_next_leaf(self) -> None:
+        """A pushed record whose tag is tombstoned is not stored; the next leaf of its key
+        carries the tombstone, even for a key the server never saw that record under."""
+        server = make_server(self)
+        writer = server.login()
+        writer.send(OpBatch([ClientOp("tags", "j", OpKind.OR_REMOVE, id="1", or_tag="t9")]))
+        server.flush()
+        stale = ORMapEntry("k", [ORRecord("old", ts(), "t9")], [])
+        writer.send(ORMapPushDiff("tags", [stale]))
+        server.flush()
+        self.assertEqual(self.successResultOf(server.store.load_map("tags")).or_records, {})
+        writer.take()
+        writer.send(ORMapMerkleReqBucket("tags", merkle_path("k")[:3]))
+        server.flush()
+        [leaf] = writer.take()
+        assert isinstance(leaf, ORMapSyncRespLeaf)
+        self.assertIn(ORMapEntry("k", [], ["t9"]), leaf.entries)
+
 
 class FailingStore(MemoryStore):
     """A memory store whose loads or commits fail while told to."""
@@ -511,7 +546,7 @@ class StorageFailureTests(SynchronousTestCase):
     def test_failed_commit_is_not_acked_and_a_resend_lands(self) -> None:
         """A batch whose commit fails gets ERROR 500 and no OP_ACK; resent, it is stored."""
         store = FailingStore()
-        server = make_server(store=store)
+        server = make_server(self, store=store)
         client = server.login()
         store.fail_commits = True
         batch = OpBatch([put("1", "a", {"t": 1}, ts())])
@@ -531,7 +566,7 @@ class StorageFailureTests(SynchronousTestCase):
     def test_unstorable_values_are_rejected_and_acked(self) -> None:
         """Ops whose values the store refuses are rejected one by one, then acknowledged."""
         store = FailingStore()
-        server = make_server(store=store)
+        server = make_server(self, store=store)
         client = server.login()
         store.unstorable = True
         client.send(OpBatch([put("1", "a", 1, ts()), put("2", "b", 2, ts())]))
@@ -550,7 +585,7 @@ class StorageFailureTests(SynchronousTestCase):
     def test_failed_load_answers_error_and_connection_goes_on(self) -> None:
         """A map that cannot be loaded fails that message only."""
         store = FailingStore()
-        server = make_server(store=store)
+        server = make_server(self, store=store)
         client = server.login()
         store.fail_loads = True
         client.send(SyncInit("todos"))
@@ -567,7 +602,7 @@ class NoAuthTests(SynchronousTestCase):
     def test_no_auth_required_and_auth_is_acknowledged(self) -> None:
         """--no-auth sends no AUTH_REQUIRED, answers AUTH with AUTH_ACK, serves data at once."""
         settings = ServerSettings(auto_ping_interval=0, require_auth=False)
-        server = make_server(settings=settings, verifier=None)
+        server = make_server(self, settings=settings, verifier=None)
         client, _ = server.connect()
         client.send(Ping(1))
         client.send(Auth("anything"))

@@ -126,9 +126,9 @@ def _frames(data: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(frames, key=lambda frame: int(frame["seq"]))
 
 
-def replay(data: dict[str, Any]) -> Replay:
+def replay(case: SynchronousTestCase, data: dict[str, Any]) -> Replay:
     """Send every client frame of ``data`` in recorded order; collect the answers."""
-    server = make_server()
+    server = make_server(case)
     frames = _frames(data)
     sent = [f["decoded"] for f in frames if f["direction"] == "client->server"]
     # Just after the last recorded client time: every write is in the server's past.
@@ -206,7 +206,7 @@ class TranscriptTestCase(SynchronousTestCase):
 
     def replay(self, name: str) -> Replay:
         """Replay ``transcripts/<name>.json`` and check every answer the spec requires."""
-        result = replay(load_json(f"transcripts/{name}.json"))
+        result = replay(self, load_json(f"transcripts/{name}.json"))
         self.check(result)
         return result
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from topgun.auth.principal import Principal
+from topgun.crdt.hash import merkle_path
 from topgun.crdt.hlc import HLC, compare_timestamps
 from topgun.crdt.lww import LWWMap, is_expired
 from topgun.crdt.ormap import ORMap
@@ -124,6 +125,20 @@ class MapState:
     ormap: ORMap
     sessions: set[Session] = field(default_factory=set)
     subscriptions: set[Subscription] = field(default_factory=set)
+    #: OR keys that lost records to tombstones: key → those tags. A key whose last record
+    #: was removed leaves the OR Merkle tree, yet a client that missed the removal still
+    #: holds it there; the leaf of its bucket must name the key with its tombstones, or the
+    #: client would keep the value forever.
+    graves: dict[str, dict[str, None]] = field(default_factory=dict)
+    #: Leaf path → keys in ``graves`` routed there.
+    grave_buckets: dict[str, set[str]] = field(default_factory=dict)
+
+    def bury(self, key: str, tag: str) -> None:
+        tags = self.graves.get(key)
+        if tags is None:
+            tags = self.graves[key] = {}
+            self.grave_buckets.setdefault(merkle_path(key)[:MERKLE_DEPTH], set()).add(key)
+        tags[tag] = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,9 @@ class Engine:
         self._maps: dict[str, MapState] = {}
         self._loading: dict[str, list[Deferred[MapState]]] = {}
         self._sessions: set[Session] = set()
+        add_listener = getattr(policy, "add_listener", None)
+        if callable(add_listener):
+            add_listener(self._policy_changed)
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -222,10 +240,10 @@ class Engine:
         ormap = ORMap()
         for tag in snapshot.or_tombstones:
             ormap.apply_tombstone(tag)
+        state = MapState(name, lww, ormap)
         for key, records in snapshot.or_records.items():
             for record in records.values():
                 ormap.apply(key, record)
-        state = MapState(name, lww, ormap)
         self._maps[name] = state
         for waiter in self._loading.pop(name, []):
             waiter.callback(state)
@@ -281,6 +299,37 @@ class Engine:
         self, session: Session, action: Action, map_name: str, value: Any = None
     ) -> Decision:
         return self.policy.authorize(session.principal, action, map_name, value)
+
+    def _policy_changed(self, _: object = None) -> None:
+        """Re-check every live read after a policy reload (SIGHUP or an embedder's call).
+
+        A subscription whose READ was revoked ends with a ``QUERY_RESP`` carrying the error
+        (code ``FORBIDDEN``), and the connection stops receiving that map's events. Field
+        rules need nothing here: every outgoing value is filtered with the policy in force.
+        """
+        for session in list(self._sessions):
+            for name in list(session.interested):
+                decision = self._authorize(session, Action.READ, name)
+                if decision.allowed:
+                    continue
+                session.interested.discard(name)
+                state = self._maps.get(name)
+                if state is not None:
+                    state.sessions.discard(session)
+            for subscription in list(session.subscriptions.values()):
+                decision = self._authorize(session, Action.READ, subscription.map_name)
+                if decision.allowed:
+                    continue
+                self._unsubscribe(session, subscription.query_id)
+                reason = _reason(decision, Action.READ, subscription.map_name)
+                session.connection.send(
+                    QueryResp(
+                        subscription.query_id,
+                        [],
+                        error=f"read access revoked: {reason}",
+                        code="FORBIDDEN",
+                    )
+                )
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -343,7 +392,8 @@ class Engine:
                 # Settles the client's query (an ERROR alone would leave it pending).
                 session.connection.send(QueryResp(query_id, [], error=reason, code="FORBIDDEN"))
             else:
-                session.connection.send(Error(403, reason))
+                details = {"mapName": map_name, "action": Action.READ.value}
+                session.connection.send(Error(403, reason, details))
             return None
 
         def interested_then() -> None:
@@ -447,6 +497,10 @@ class Engine:
         events: list[_Event],
     ) -> None:
         """Add an OR record unless its tag is dead or it is already held (a resend)."""
+        if state.ormap.is_tombstoned(record.tag):
+            # Someone still holds a removed record: the next leaf of its bucket tells them.
+            state.bury(key, record.tag)
+            return
         held = state.ormap.record_map(key).get(record.tag)
         if held == record or (
             held is not None and compare_timestamps(record.timestamp, held.timestamp) <= 0
@@ -468,6 +522,7 @@ class Engine:
         changes.append(AddORTombstone(state.name, tag))
         changes.extend(RemoveOR(state.name, owner, tag) for owner in owners)
         for owner in owners or [key]:
+            state.bury(owner, tag)
             events.append(
                 _Event(state.name, ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag))
             )
@@ -675,14 +730,17 @@ class Engine:
             )
             return
         decision = self._authorize(session, Action.READ, message.map_name)
-        tombstones = sorted(state.ormap.tombstones)
+        keys = dict.fromkeys(tree.keys_in_bucket(path))
+        keys.update(dict.fromkeys(sorted(state.grave_buckets.get(path, ()))))
+        # Each entry carries the tombstones of its own key, not the whole map-wide set:
+        # that is what the client needs to drop removed records, at a bounded frame size.
         entries = [
             ORMapEntry(
                 key,
                 [_redact_or_record(r, decision) for r in state.ormap.records(key)],
-                tombstones,
+                list(state.graves.get(key, ())),
             )
-            for key in tree.keys_in_bucket(path)
+            for key in keys
         ]
         session.connection.send(ORMapSyncRespLeaf(message.map_name, path, entries))
 
