@@ -125,9 +125,9 @@ def make_server(
     clock = Clock()
     clock.advance(NOW)
     txaio.use_twisted()
-    previous = getattr(txaio.config, "loop", None)
-    txaio.config.loop = clock  # type: ignore[attr-defined]
-    case.addCleanup(setattr, txaio.config, "loop", previous)
+    config: Any = txaio.config  # type: ignore[attr-defined]
+    case.addCleanup(setattr, config, "loop", getattr(config, "loop", None))
+    config.loop = clock
     store = store or MemoryStore()
     the_engine = Engine(store, clock, node_id="server-test", **engine)
     settings = settings or ServerSettings(auto_ping_interval=0)
