@@ -18,7 +18,7 @@ from topgun.client._replica import LWWReplica
 
 # The evaluation rules must be the server's, and they are pure functions over wire types
 # (nothing of Twisted is imported); they live with the server for now.
-from topgun.server.query import QueryError, matches, sort_key, validate
+from topgun.query import QueryError, matches, sort_key, validate
 from topgun.wire import Query, SortField
 
 __all__ = ["ChangeKind", "LocalQuery", "QueryChange", "make_query"]

@@ -25,7 +25,7 @@ from topgun.crdt.lww import LWWMap, is_expired
 from topgun.crdt.ormap import ORMap
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
-from topgun.server import query as queries
+from topgun import query as queries
 from topgun.store import (
     AddORTombstone,
     Change,

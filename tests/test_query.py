@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from topgun.server.query import QueryError, matches, project, run, validate
+from topgun.query import QueryError, matches, project, run, validate
 from topgun.wire import PredicateNode, Query, SortField
 
 
