@@ -13,14 +13,18 @@ from tests.server._harness import make_server
 from tests.server.test_protocol import put, remove, ts
 from topgun.auth.principal import Principal
 from topgun.crdt.hash import merkle_path
-from topgun.crdt.records import LWWRecord
+from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import Action, Decision, ReloadablePolicy
 from topgun.wire import (
+    ClientOp,
     Error,
     MerkleReqBucket,
     OpAck,
     OpBatch,
+    OpKind,
     OpRejected,
+    ORMapEntry,
+    ORMapPushDiff,
     Query,
     QueryResp,
     QueryResult,
@@ -34,11 +38,14 @@ from topgun.wire import (
 
 
 class TablePolicy:
-    """A small real policy: 'locked.*' maps are read-only; role LIMITED reads only 'title'."""
+    """A small real policy: 'locked.*' maps are read-only, 'hidden.*' closed; role LIMITED
+    reads only 'title'; ADMIN may do anything."""
 
     def authorize(
         self, principal: Principal, action: Action, map_name: str, value: Any = None
     ) -> Decision:
+        if "ADMIN" in principal.roles:
+            return Decision(True, "rule #admin")
         if map_name.startswith("hidden"):
             return Decision(False, "rule #2", f"{action.value} on {map_name} denied")
         if map_name.startswith("locked") and action is not Action.READ:
@@ -233,3 +240,45 @@ class PolicyReloadTests(SynchronousTestCase):
         writer.send(OpBatch([put("1", "a", {"title": "A"}, ts())]))
         server.flush()
         self.assertIn("QUERY_UPDATE", reader.types())
+
+
+class PushDiffTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.server = make_server(self, policy=TablePolicy())
+        admin = self.server.login("root", roles=("ADMIN",))
+        self.held = ORRecord("red", ts(), "t1")
+        admin.send(
+            OpBatch([ClientOp("locked.tags", "k", OpKind.OR_ADD, id="1", or_record=self.held)])
+        )
+        self.server.flush()
+        self.client = self.server.login("bob")
+
+    def stored(self) -> dict[str, dict[str, ORRecord]]:
+        snapshot = self.successResultOf(self.server.store.load_map("locked.tags"))
+        return snapshot.or_records
+
+    def test_echo_of_synced_records_needs_no_write_right(self) -> None:
+        """A read-only client pushing back the records it synced gets no error."""
+        self.client.send(ORMapPushDiff("locked.tags", [ORMapEntry("k", [self.held], [])]))
+        self.server.flush()
+        self.assertEqual(self.client.received, [])
+
+    def test_new_record_is_a_put(self) -> None:
+        """A new record in a push is authorized as a PUT: denied, audited, not stored."""
+        fresh = ORRecord("blue", ts(1), "t2")
+        self.client.send(ORMapPushDiff("locked.tags", [ORMapEntry("k", [fresh], [])]))
+        self.server.flush()
+        details = {"mapName": "locked.tags", "action": "PUT"}
+        reason = "PUT on locked.tags denied: read-only"
+        self.assertEqual(self.client.received, [Error(403, reason, details)])
+        self.assertEqual(self.stored(), {"k": {"t1": self.held}})
+        self.assertEqual(self.server.engine.denials, {("PUT", "rule #1"): 1})
+
+    def test_new_tombstone_is_a_remove(self) -> None:
+        """A tombstone the server does not hold is a REMOVE: denied, the record stays."""
+        self.client.send(ORMapPushDiff("locked.tags", [ORMapEntry("k", [], ["t1"])]))
+        self.server.flush()
+        [error] = self.client.received
+        assert isinstance(error, Error)
+        self.assertEqual(error.details, {"mapName": "locked.tags", "action": "REMOVE"})
+        self.assertEqual(self.stored(), {"k": {"t1": self.held}})

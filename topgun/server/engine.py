@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from topgun import query as queries
 from topgun.auth.principal import Principal
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.hlc import HLC, compare_timestamps
@@ -25,7 +26,6 @@ from topgun.crdt.lww import LWWMap, is_expired
 from topgun.crdt.ormap import ORMap
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
-from topgun import query as queries
 from topgun.store import (
     AddORTombstone,
     Change,
@@ -497,14 +497,7 @@ class Engine:
         events: list[_Event],
     ) -> None:
         """Add an OR record unless its tag is dead or it is already held (a resend)."""
-        if state.ormap.is_tombstoned(record.tag):
-            # Someone still holds a removed record: the next leaf of its bucket tells them.
-            state.bury(key, record.tag)
-            return
-        held = state.ormap.record_map(key).get(record.tag)
-        if held == record or (
-            held is not None and compare_timestamps(record.timestamp, held.timestamp) <= 0
-        ):
+        if not self._or_is_news(state, key, record):
             return
         if state.ormap.apply(key, record):
             changes.append(PutOR(state.name, key, record))
@@ -512,6 +505,18 @@ class Engine:
                 state.name, "OR_ADD", key, or_record=record, or_tag=record.tag
             )
             events.append(_Event(state.name, payload))
+
+    @staticmethod
+    def _or_is_news(state: MapState, key: str, record: ORRecord) -> bool:
+        """Whether adding ``record`` would change the map (not removed, not already held)."""
+        if state.ormap.is_tombstoned(record.tag):
+            # Someone still holds a removed record: the next leaf of its bucket tells them.
+            state.bury(key, record.tag)
+            return False
+        held = state.ormap.record_map(key).get(record.tag)
+        return held is None or (
+            held != record and compare_timestamps(record.timestamp, held.timestamp) > 0
+        )
 
     def _tombstone(
         self, state: MapState, key: str, tag: str, changes: list[Change], events: list[_Event]
@@ -745,33 +750,57 @@ class Engine:
         session.connection.send(ORMapSyncRespLeaf(message.map_name, path, entries))
 
     def _push_diff(self, session: Session, message: ORMapPushDiff) -> Deferred[None] | None:
-        decision = self._authorize(session, Action.PUT, message.map_name)
-        if not decision.allowed:
-            self._denied(session, Action.PUT, message.map_name, decision)
-            session.connection.send(Error(403, _reason(decision, Action.PUT, message.map_name)))
-            return None
         return self._with_maps(
             session, [message.map_name], lambda: self._merge_entries(session, message)
         )
 
     def _merge_entries(self, session: Session, message: ORMapPushDiff) -> None:
+        """Merge a client's OR entries, each record and tombstone authorized on its own.
+
+        A record is a PUT of its value (conditions and field rules apply), a tombstone the
+        server does not hold yet is a REMOVE. Denied items are skipped and audited, and one
+        ERROR 403 names the map (the protocol has no reply to ORMAP_PUSH_DIFF otherwise).
+        """
         state = self._maps[message.map_name]
-        state.sessions.add(session)
-        session.interested.add(state.name)
+        name = state.name
         changes: list[Change] = []
         events: list[_Event] = []
+        denial: tuple[Action, Decision] | None = None
         for entry in message.entries:
             for tag in entry.tombstones:
+                if state.ormap.is_tombstoned(tag):
+                    continue
+                decision = self._authorize(session, Action.REMOVE, name)
+                if not decision.allowed:
+                    self._denied(session, Action.REMOVE, name, decision)
+                    denial = denial or (Action.REMOVE, decision)
+                    continue
                 self._tombstone(state, entry.key, tag, changes, events)
             for record in entry.records:
+                if not self._or_is_news(state, entry.key, record):
+                    # The stock client pushes back what it just synced: echoes need no PUT
+                    # right (a read-only client would otherwise be denied on every sync).
+                    continue
+                decision = self._authorize(session, Action.PUT, name, record.value)
+                if not decision.allowed:
+                    self._denied(session, Action.PUT, name, decision)
+                    denial = denial or (Action.PUT, decision)
+                    continue
                 self._or_add(state, entry.key, record, changes, events)
+        if denial is not None:
+            action, decision = denial
+            details = {"mapName": name, "action": action.value}
+            session.connection.send(Error(403, _reason(decision, action, name), details))
+        if self._authorize(session, Action.READ, name).allowed:
+            state.sessions.add(session)
+            session.interested.add(name)
         if not changes:
             return
         committed = self.store.commit(changes)
         committed.addCallbacks(
             lambda _: self._fan_out(session, events),
             self._commit_failed,
-            errbackArgs=(session, {state.name}),
+            errbackArgs=(session, {name}),
         )
 
 
