@@ -5,8 +5,14 @@ frames of 10 PUTs shaped like the stock client's (its whole op-log entries, floa
 millis), in this order:
 
 1. decode only (msgpack + typed messages) — the baseline the others are compared to;
-2. decode + LWW merge into a 10k-key map, Merkle tree brought up to date per batch;
-3. the engine itself (policy, merge, commit to a MemoryStore, OP_ACK encoded) per batch.
+2. decode + LWW merge into a 10k-key map, the Merkle tree brought up to date at the end of
+   each pass over the frames (as a sync request would: the trees hash lazily);
+3. the same with the Merkle root read after every batch (the worst case: a sync request
+   between any two batches);
+4. the engine itself (policy, merge, commit to a MemoryStore, OP_ACK encoded) per batch.
+
+Each pass over the frames starts from empty maps, so every merge is a real one (half of
+them insert a key, half replace a record).
 
 Target (issue: wire codec and CRDT core): ≥ 100,000 op merges/s including decode.
 """
@@ -60,17 +66,26 @@ def make_frames(count: int) -> list[bytes]:
 
 
 def measure(
-    name: str, seconds: float, frames: list[bytes], run: Callable[[bytes], object]
+    name: str,
+    seconds: float,
+    frames: list[bytes],
+    fresh: Callable[[], Callable[[bytes], object]],
 ) -> float:
-    """Run ``run`` over the frames (cycling) for about ``seconds``; print and return ops/s."""
+    """Run over the frames for about ``seconds``; print and return ops/s.
+
+    ``fresh()`` (not timed) gives the function for one pass over the frames, with new state
+    each pass: replaying frames into a map that already holds them would measure no-op
+    merges of stale timestamps instead of real ones.
+    """
     done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
+    elapsed = 0.0
+    while elapsed < seconds:
+        run = fresh()
+        start = time.perf_counter()
         for frame in frames:
             run(frame)
+        elapsed += time.perf_counter() - start
         done += len(frames)
-    elapsed = time.perf_counter() - start
     rate = done * BATCH / elapsed
     print(f"{name:<48} {rate:>12,.0f} ops/s  ({elapsed / (done * BATCH) * 1e6:.2f} µs/op)")
     return rate
@@ -94,36 +109,49 @@ def main() -> None:
     frames = make_frames(2_000)
     print(f"OP_BATCH of {BATCH} PUTs, {KEYS:,} keys, {len(frames[0])} bytes per frame")
 
-    baseline = measure("decode", args.seconds, frames, decode)
+    baseline = measure("decode", args.seconds, frames, lambda: decode)
 
-    lww = LWWMap()
+    def decode_merge(root_per_batch: bool) -> Callable[[], Callable[[bytes], None]]:
+        def fresh() -> Callable[[bytes], None]:
+            lww = LWWMap()
+            merge = lww.merge
+            count = 0
 
-    def decode_merge(frame: bytes) -> None:
-        message = decode(frame)
-        assert isinstance(message, OpBatch)
-        merge = lww.merge
-        for op in message.ops:
-            assert op.record is not None
-            merge(op.key, op.record)
-        _ = lww.merkle.root_hash
+            def run(frame: bytes) -> None:
+                nonlocal count
+                message = decode(frame)
+                assert isinstance(message, OpBatch)
+                for op in message.ops:
+                    assert op.record is not None
+                    merge(op.key, op.record)
+                count += 1
+                if root_per_batch or count == len(frames):
+                    _ = lww.merkle.root_hash
 
+            return run
+
+        return fresh
+
+    # The engine's trees hash lazily: entry hashes and node sums are brought up to date
+    # when a sync request reads them. The pass ends with a root read, so every hash is paid.
     merged = measure(
-        "decode + LWW merge + Merkle root per batch", args.seconds, frames, decode_merge
+        "decode + LWW merge, Merkle root once per pass", args.seconds, frames, decode_merge(False)
+    )
+    per_batch = measure(
+        "decode + LWW merge, Merkle root every batch", args.seconds, frames, decode_merge(True)
     )
 
-    clock = Clock()
-    clock.advance(MILLIS / 1000 + 10**6)
-    engine = Engine(MemoryStore(), clock, node_id="bench")
-    connection = _NullConnection()
-    session = engine.attach(connection, Principal("bench"))
-
-    def through_engine(frame: bytes) -> None:
-        engine.handle(session, decode(frame))
+    def through_engine() -> Callable[[bytes], object]:
+        clock = Clock()
+        clock.advance(MILLIS / 1000 + 10**6)
+        engine = Engine(MemoryStore(), clock, node_id="bench")
+        session = engine.attach(_NullConnection(), Principal("bench"))
+        return lambda frame: engine.handle(session, decode(frame))
 
     full = measure("decode + engine (merge, commit, OP_ACK)", args.seconds, frames, through_engine)
     print(
-        f"ratios to decode alone: merge path {merged / baseline:.2f}, "
-        f"engine path {full / baseline:.2f}"
+        f"ratios to decode alone: merge {merged / baseline:.2f}, merge with a root per batch "
+        f"{per_batch / baseline:.2f}, engine {full / baseline:.2f}"
     )
     target = 100_000
     verdict = "meets" if merged >= target else "MISSES"

@@ -198,7 +198,14 @@ class ListOf(Converter[list[T]]):
     def read(self, value: object, ctx: Context, path: str) -> list[T]:
         items = read_list(value, ctx, path)
         read = self.item.read
-        return [read(v, ctx, f"{path}[{i}]") for i, v in enumerate(items)]
+        try:
+            # Items' paths are only needed in errors; formatting one per item costs more
+            # than reading a small item, so the list is read again to name the culprit.
+            return [read(v, ctx, path) for v in items]
+        except ProtocolError:
+            for i, v in enumerate(items):
+                read(v, ctx, f"{path}[{i}]")
+            raise
 
     def write(self, value: list[T]) -> object:
         write = self.item.write
@@ -372,7 +379,9 @@ class Nested(Converter[T]):
         self.struct = struct
 
     def read(self, value: object, ctx: Context, path: str) -> T:
-        return self.reader(read_map(value, ctx, path), ctx, path)
+        if type(value) is not dict:
+            raise ctx.error(path, f"expected a map, got {describe(value)}")
+        return self.reader(value, ctx, path)
 
     def write(self, value: T) -> object:
         return self.writer(value)
