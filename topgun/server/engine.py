@@ -609,7 +609,7 @@ class Engine:
             state = self._maps.get(event.map_name)
             if state is None:
                 continue
-            frame = encode(ServerEvent(event.payload))
+            frame: bytes | None = None  # encoded once, for the first reader that needs it
             for session in state.sessions:
                 if session is writer:
                     continue
@@ -617,6 +617,8 @@ class Engine:
                 if not decision.allowed:
                     continue
                 if decision.fields is None:
+                    if frame is None:
+                        frame = encode(ServerEvent(event.payload))
                     session.connection.send_frame(frame)
                 else:
                     session.connection.send(ServerEvent(_redact_event(event.payload, decision)))
