@@ -1,0 +1,1 @@
+The wire codec (`topgun.wire`) and CRDT core (`topgun.crdt`): typed messages for TopGun's core protocol, decoded within configurable limits with one `ProtocolError` naming the field at fault; the hybrid logical clock, LWW and OR maps and Merkle trees byte-compatible with the TypeScript client.

@@ -1,0 +1,1 @@
+`topgun.client.TopGunClient`: a local-first asyncio client. Writes land in local storage (SQLite or memory) before any network or token, survive restarts, and are reconciled on reconnect; denied writes are reported per write through `on_rejected` and rolled back to the server's value.
