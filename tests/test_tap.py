@@ -14,7 +14,8 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -30,6 +31,7 @@ from topgun.tap import (
     Options,
     ServerConfig,
     StoreService,
+    build_service,
     makeService,
 )
 
@@ -347,28 +349,34 @@ class PluginTests(SynchronousTestCase):
 
 
 class SQLiteStoreOptionTests(TestCase):
-    """Options naming an SQLite file; the store opened at parse time is closed afterwards."""
+    """Options naming an SQLite file: checked at parse time, opened when the service starts."""
 
     def setUp(self) -> None:
         self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "JWT_SECRET"})
 
-    def parse_sqlite(self, *extra: str) -> tuple[Options, str]:
-        folder = Path(self.mktemp())
-        folder.mkdir(parents=True)
-        path = str(folder / "x.sqlite3")
+    def parse_sqlite(self, *extra: str, path: str | None = None) -> tuple[Options, str]:
+        if path is None:
+            folder = Path(self.mktemp())
+            folder.mkdir(parents=True)
+            path = str(folder / "x.sqlite3")
         options = Options()
         options.parseOptions(["--no-auth", "--store", f"sqlite:{path}", *extra])
         store = options["store-instance"]
         self.addCleanup(store.close)
         return options, path
 
-    def test_sqlite_store_in_a_given_file(self) -> None:
-        """--store sqlite:PATH opens (and creates) the SQLite store in that file."""
+    def test_sqlite_store_in_a_given_file(self) -> Deferred[None]:
+        """--store sqlite:PATH names that file; it is created when the store service starts."""
         options, path = self.parse_sqlite()
         store = options["store-instance"]
         assert isinstance(store, SQLiteStore)
         self.assertEqual(store.path, path)
+        self.assertFalse(os.path.exists(path))
+        service = StoreService(store)
+        service.startService()
+        self.assertTrue(service.running)
         self.assertTrue(os.path.exists(path))
+        return service.stopService()
 
     def test_parsing_starts_no_thread(self) -> None:
         """Parsing options and making the service start no thread.
@@ -377,12 +385,44 @@ class SQLiteStoreOptionTests(TestCase):
         forked child keeps only the thread that forked: a writer thread started earlier is
         gone in the daemon, so every commit and map load would wait forever.
         """
-        known_bug(
-            "Options.postOptions opens SQLiteStore, whose writer thread does not survive "
-            "twistd's fork (see the report)"
-        )
         before = set(threading.enumerate())
         options, _path = self.parse_sqlite()
         makeService(options)
         started = [t.name for t in threading.enumerate() if t not in before]
         self.assertEqual(started, [])
+
+    def test_existing_file_is_checked_without_change(self) -> None:
+        """A file that is not a topgun store is refused at parse time and left as it was."""
+        folder = Path(self.mktemp())
+        folder.mkdir(parents=True)
+        path = folder / "notes.txt"
+        path.write_bytes(b"not a database\n" * 500)
+        options = Options()
+        error = self.assertRaises(
+            usage.UsageError,
+            options.parseOptions,
+            ["--no-auth", "--store", f"sqlite:{path}"],
+        )
+        self.assertIn(f"--store: cannot use {str(path)!r} as an SQLite database", str(error))
+        self.assertEqual(path.read_bytes(), b"not a database\n" * 500)
+        self.assertEqual(sorted(p.name for p in folder.iterdir()), ["notes.txt"])
+
+    def test_store_that_cannot_open_at_start_stops_the_reactor(self) -> None:
+        """A store file spoiled between parsing and start-up stops the server with a
+        critical log line naming the file; no listener starts and nothing hangs."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        options, path = self.parse_sqlite("--listen", "tcp:0:interface=127.0.0.1")
+        Path(path).write_bytes(b"written by something else\n" * 500)
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        service = build_service(ServerConfig.from_options(options), reactor)
+        service.startService()
+        self.assertTrue(reactor.hasStopped)
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertFalse(service.store.running)
+        [critical] = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(critical["event_kind"], "store_open_failed")
+        message = formatEvent(critical)
+        self.assertIn("cannot open the store, the server stops", message)
+        self.assertIn(repr(path), message)
+        self.assertIsNone(self.successResultOf(service.stopService()))

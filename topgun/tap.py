@@ -10,8 +10,8 @@ from typing import Any, cast
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -119,8 +119,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"--node-id: {error}") from None
         self["node-id"] = node_id
         try:
+            # Checked now, opened by StoreService: twistd forks after this, and a forked
+            # daemon keeps neither the writer thread nor, safely, an open SQLite connection.
             self["store-instance"] = store_from_string(
-                self["store"], cast(IReactorFromThreads, reactor)
+                self["store"], cast(IReactorFromThreads, reactor), start=False
             )
         except (ValueError, StoreError) as error:
             raise usage.UsageError(f"--store: {error}") from None
@@ -183,20 +185,86 @@ class ServerConfig:
 
 
 class StoreService(Service):
-    """Closes the store (after its pending commits) when the server stops."""
+    """Opens the store when the server starts; closes it (after pending commits) at the end.
+
+    :meth:`startService` raises the store's :class:`~topgun.store.StoreError` if it cannot
+    be opened (the service is then not running).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def startService(self) -> None:
+        self.store.start()
+        super().startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return self.store.close()
 
 
-def build_service(config: ServerConfig, reactor: IReactorTime) -> MultiService:
+class ServerService(MultiService):
+    """The whole server: the store, then one listener per endpoint.
+
+    The store opens when the service starts (never earlier: ``twistd`` forks in between).
+    A store that cannot be opened is logged as critical and stops the reactor, and no
+    listener starts: the process ends instead of running without storage.
+    """
+
+    def __init__(self, store: StoreService, reactor: object) -> None:
+        super().__init__()
+        self.store = store
+        self.listeners: list[IService] = []
+        self._reactor = reactor
+        store.setServiceParent(self)
+
+    def add_listener(self, listener: IService) -> None:
+        """Serve on one more endpoint (started after the store)."""
+        self.listeners.append(listener)
+        listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        try:
+            self.store.startService()
+        except StoreError as error:
+            _log.critical(
+                "cannot open the store, the server stops: {error}",
+                error=str(error),
+                event_kind="store_open_failed",
+            )
+            core = IReactorCore(self._reactor, None)
+            if core is not None and core.running:
+                core.stop()
+            return
+        for listener in self.listeners:
+            listener.startService()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        # twistd binds ports (privilegedStartService) before the store opens, so a listener
+        # may be listening without having started; one that never listened has nothing to
+        # stop.
+        listening = [s for s in self.listeners if s.running or _bound(s)]
+        try:
+            await gatherResults(
+                [maybeDeferred(s.stopService) for s in listening], consumeErrors=True
+            )
+        finally:
+            if self.store.running:
+                await self.store.stopService()
+
+
+def _bound(service: IService) -> bool:
+    return getattr(service, "_waitingForPort", None) is not None
+
+
+def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
     """The whole server as a service: one listener per endpoint, sharing one engine."""
-    root = MultiService()
-    StoreService(config.store).setServiceParent(root)
+    root = ServerService(StoreService(config.store), reactor)
     engine = Engine(
         config.store,
         reactor,
@@ -208,7 +276,7 @@ def build_service(config: ServerConfig, reactor: IReactorTime) -> MultiService:
     )
     site = build_site(factory)
     for description in config.listen:
-        strports.service(description, site).setServiceParent(root)
+        root.add_listener(strports.service(description, site, reactor=cast(Any, reactor)))
     return root
 
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import txaio
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
@@ -60,6 +66,7 @@ from topgun.wire import (
 )
 
 reactor: Any = _reactor
+_T = TypeVar("_T")
 
 SECRET = "loopback-test-secret-0123456789-abcdefghij"
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -293,6 +300,101 @@ class ShutdownTests(LoopbackTestCase):
         code, _reason = await client.when_closed()
         self.assertIn(code, (1000, 1001))
         await stopping
+
+
+class DaemonTests(LoopbackTestCase):
+    timeout = 60
+
+    async def test_daemon_commits_to_sqlite(self) -> None:
+        """``twistd topgun`` daemonized (it forks after parsing the options) answers a write
+        to its SQLite store with OP_ACK: the store opened in the daemon, not before the fork.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        pidfile, logfile = os.path.join(folder, "twistd.pid"), os.path.join(folder, "log")
+        env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+        started = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                f"--pidfile={pidfile}",
+                f"--logfile={logfile}",
+                f"--rundir={folder}",
+                "topgun",
+                "--no-auth",
+                "--listen",
+                LOCAL,
+                "--store",
+                f"sqlite:{os.path.join(folder, 'data.sqlite3')}",
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.addCleanup(_end_daemon, pidfile)
+        port = int(await _log_match(logfile, re.compile(r"starting on (\d+)")))
+        client = await self.open_tcp(port)
+        client.send(OpBatch([put("1", "k", {"v": 1}, now_stamp())]))
+        self.assertEqual(await client.receive(), OpAck("1", achieved_level="APPLIED"))
+        await client.close()
+
+
+async def _poll(check: Callable[[], _T | None], what: str) -> _T:
+    """``check()``'s first result that is not None, trying every 50 ms for at most 20 s.
+
+    A daemon is nobody's child and has no output pipe: its log file and its pid are all
+    there is to watch.
+    """
+    for _ in range(400):
+        result = check()
+        if result is not None:
+            return result
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+async def _log_match(path: str, pattern: re.Pattern[str]) -> str:
+    """The first group of ``pattern`` once it appears in the log file at ``path``."""
+
+    def search() -> str | None:
+        match = pattern.search(_read(path))
+        return None if match is None else match.group(1)
+
+    try:
+        return await _poll(search, f"{pattern.pattern!r} in {path}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the log:\n{_read(path)}") from None
+
+
+async def _end_daemon(pidfile: str) -> None:
+    """SIGTERM the daemon and wait until it is gone (SIGKILL if it does not go)."""
+    pid = int(_read(pidfile))
+    os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool | None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return None
+
+    try:
+        await _poll(gone, f"daemon {pid} to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        raise
 
 
 class HTTPTests(LoopbackTestCase):

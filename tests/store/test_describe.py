@@ -65,6 +65,24 @@ class StoreFromStringTests(TestCase):
             self.assertEqual(store.path, "topgun.sqlite3", description)
         self.assertTrue(os.path.exists(os.path.join(self.directory, "topgun.sqlite3")))
 
+    def test_unstarted(self) -> None:
+        """``start=False`` checks the file but opens nothing until the store's start()."""
+        path = os.path.join(self.directory, "later.sqlite3")
+        store = store_from_string(f"sqlite:{path}", reactor, start=False)
+        self.addCleanup(store.close)
+        self.assertFalse(os.path.exists(path))
+        store.start()
+        self.assertTrue(os.path.exists(path))
+        self.assertIsInstance(store_from_string("memory:", reactor, start=False), MemoryStore)
+        error = self.assertRaises(
+            StoreOpenError,
+            store_from_string,
+            f"sqlite:{self.directory}/missing/x.sqlite3",
+            reactor,
+            start=False,
+        )
+        self.assertIn("does not exist", str(error))
+
     def test_invalid(self) -> None:
         """Anything else is a ValueError naming the problem and listing the valid forms."""
         cases = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.store._contract import StoreContractTests, lww, orr
-from topgun.store import MapSnapshot, MemoryStore, PutLWW, PutOR, Store
+from topgun.store import MapSnapshot, MemoryStore, PutLWW, PutOR, Store, StoreClosedError
 
 
 class MemoryStoreContractTests(StoreContractTests, TestCase):
@@ -38,6 +38,15 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertIsNot(first.lww["k"].value, second.lww["k"].value)
         self.assertIsNot(first.or_records["k"]["t"].value, second.or_records["k"]["t"].value)
         self.assertIsNot(first.or_tombstones, second.or_tombstones)
+
+    def test_start(self) -> None:
+        """start() is accepted any number of times while open and refused once closed."""
+        store = MemoryStore()
+        store.start()
+        store.start()
+        self.assertIsNone(self.successResultOf(store.commit([PutLWW("m", "k", lww(1))])))
+        store.close()
+        self.assertRaises(StoreClosedError, store.start)
 
     def test_close_drops_data(self) -> None:
         """A closed memory store holds nothing; a new one starts empty."""

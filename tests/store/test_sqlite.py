@@ -13,7 +13,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.store._contract import StoreContractTests, lww, orr
 from topgun.crdt.records import Timestamp
@@ -312,6 +312,106 @@ class LifecycleTests(SQLiteFiles):
         yield store.close()
         self.assertTrue(pool.started)
         self.assertEqual(len(pool.threads), 3)
+
+
+class DeferredStartTests(SQLiteFiles):
+    """start=False: the path is checked, nothing is opened or started until start()."""
+
+    @inlineCallbacks
+    def test_nothing_happens_before_start(self) -> Generator[Deferred[Any], Any, None]:
+        """An unstarted store creates no file and no thread and refuses operations."""
+        path = self.db_path()
+        before = writer_threads()
+        store = self.open_store(path, start=False)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(writer_threads(), before)
+        failure = yield self.assertFailure(
+            store.commit([PutLWW("m", "k", lww(1))]), StoreClosedError
+        )
+        self.assertIn("is not started", str(failure))
+        yield self.assertFailure(store.load_map("m"), StoreClosedError)
+        yield self.assertFailure(store.map_names(), StoreClosedError)
+
+    @inlineCallbacks
+    def test_start_opens(self) -> Generator[Deferred[Any], Any, None]:
+        """start() creates the store and its thread; a second start() changes nothing."""
+        path = self.db_path()
+        before = writer_threads()
+        store = self.open_store(path, start=False)
+        store.start()
+        store.start()
+        self.assertEqual(writer_threads(), before + 1)
+        yield store.commit([PutLWW("m", "k", lww(1))])
+        self.assertEqual(query(path, "PRAGMA application_id"), [(APPLICATION_ID,)])
+        yield store.close()
+        self.assertEqual(writer_threads(), before)
+
+    def test_close_before_start(self) -> None:
+        """Closing an unstarted store fires at once; it can no longer be started."""
+        path = self.db_path()
+        store = SQLiteStore(path, reactor=reactor, start=False)
+        self.assertIsNone(self.successResultOf(store.close()))
+        self.assertRaises(StoreClosedError, store.start)
+        self.assertFalse(os.path.exists(path))
+
+    def test_file_spoiled_before_start(self) -> None:
+        """A file that became unusable after the check makes start() raise StoreOpenError."""
+        path = self.db_path()
+        store = self.open_store(path, start=False)
+        with open(path, "wb") as f:
+            f.write(b"not a database" * 300)
+        error = self.assertRaises(StoreOpenError, store.start)
+        self.assertIn("file is not a database", str(error))
+
+    def test_existing_store_is_checked_read_only(self) -> None:
+        """Checking an existing store reads it without changing a byte or leaving files."""
+        path = self.db_path()
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for table in ("lww", "or_records", "or_tombstones"):
+                conn.execute(f"CREATE TABLE {table} (x)")
+            conn.commit()
+        with open(path, "rb") as f:
+            before = f.read()
+        self.open_store(path, start=False)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["store.sqlite3"])
+
+    def test_refusals_before_start(self) -> None:
+        """The files refused when opening are refused by the check too, naming the problem."""
+        directory = os.path.dirname(self.db_path())
+        foreign = os.path.join(directory, "foreign.sqlite3")
+        with closing(sqlite3.connect(foreign)) as conn:
+            conn.execute("CREATE TABLE users (id INTEGER)")
+            conn.commit()
+        text = os.path.join(directory, "text.txt")
+        with open(text, "wb") as f:
+            f.write(b"hello" * 1000)
+        cases = {
+            directory: "it is a directory",
+            os.path.join(directory, "missing", "x.sqlite3"): "does not exist",
+            foreign: "not a topgun store",
+            text: "file is not a database",
+        }
+        for path, problem in cases.items():
+            error = self.assertRaises(
+                StoreOpenError, SQLiteStore, path, reactor=reactor, start=False
+            )
+            self.assertIn(repr(path), str(error))
+            self.assertIn(problem, str(error))
+
+    def test_unwritable_directory(self) -> None:
+        """A directory the process may not write to is refused (SQLite needs its journal)."""
+        if os.geteuid() == 0:
+            raise SkipTest("root may write to any directory")
+        path = self.db_path()
+        directory = os.path.dirname(path)
+        os.chmod(directory, 0o500)
+        self.addCleanup(os.chmod, directory, 0o700)
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor, start=False)
+        self.assertIn("is not writable", str(error))
 
 
 class OpenErrorTests(SQLiteFiles):

@@ -46,11 +46,15 @@ def _split(text: str) -> list[tuple[str, str | None]]:
     return parts
 
 
-def store_from_string(description: str, reactor: IReactorFromThreads) -> Store:
+def store_from_string(
+    description: str, reactor: IReactorFromThreads, *, start: bool = True
+) -> Store:
     """The store ``description`` names (see :data:`STORE_FORMS`).
 
     Raises ``ValueError`` (listing the valid forms) for a description that names no store,
-    and :class:`~topgun.store.StoreOpenError` when the SQLite file cannot be used.
+    and :class:`~topgun.store.StoreOpenError` when the SQLite file cannot be used. With
+    ``start=False`` nothing is opened yet, nor any thread started: the file is only checked,
+    and the caller calls the store's ``start()`` (after forking, for a daemon).
     """
     kind, _, rest = description.partition(":")
     if kind == "memory":
@@ -79,4 +83,5 @@ def store_from_string(description: str, reactor: IReactorFromThreads) -> Store:
         path,
         reactor=reactor,
         synchronous="FULL" if synchronous == "FULL" else "NORMAL",
+        start=start,
     )

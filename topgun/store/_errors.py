@@ -12,7 +12,7 @@ class StoreOpenError(StoreError):
 
 
 class StoreClosedError(StoreError):
-    """The store was closed before the operation was requested."""
+    """The store is not open: closed before the operation was requested, or not started."""
 
 
 class StoreEncodingError(StoreError):

@@ -35,6 +35,11 @@ class MemoryStore:
         self._tombstones: dict[str, set[str]] = {}
         self._closed = False
 
+    def start(self) -> None:
+        """Nothing to open: a memory store works from construction; fails once closed."""
+        if self._closed:
+            raise StoreClosedError("the memory store is closed")
+
     def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
         """Everything stored for ``map_name``, decoded afresh."""
         if self._closed:

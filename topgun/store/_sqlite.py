@@ -11,6 +11,7 @@ import enum
 import itertools
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -128,6 +129,46 @@ def _layout(path: str, conn: sqlite3.Connection) -> _Layout:
             f"{path!r} is a damaged topgun store: missing tables {', '.join(sorted(missing))}"
         )
     return _Layout.CURRENT
+
+
+def _check_location(path: str) -> None:
+    """Refuse a path SQLite could not open read-write, before anything touches it."""
+    if os.path.isdir(path):
+        raise StoreOpenError(f"cannot open {path!r}: it is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StoreOpenError(f"cannot open {path!r}: the directory {directory!r} does not exist")
+    # SQLite creates its -wal and -shm files beside the database, even for an existing one.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreOpenError(f"cannot open {path!r}: the directory {directory!r} is not writable")
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise StoreOpenError(f"cannot open {path!r}: it is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreOpenError(f"cannot open {path!r}: no permission to read and write it")
+
+
+def check_database(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreOpenError` unless ``path`` can become or is a topgun store.
+
+    Changes nothing: a missing file is not created, an existing one is only read (through
+    a read-only connection, closed before returning), so it is safe before a fork.
+    """
+    path = os.fspath(path)
+    _check_location(path)
+    if not os.path.exists(path):
+        return
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as e:
+        raise StoreOpenError(f"cannot open {path!r} as an SQLite database: {e}") from e
+    try:
+        _layout(path, conn)
+    except sqlite3.Error as e:
+        raise StoreOpenError(f"cannot use {path!r} as an SQLite database: {e}") from e
+    finally:
+        conn.close()
 
 
 class _Database:
@@ -295,6 +336,7 @@ def _run(db: _Database, job: _Job) -> _Outcome:
 
 
 class _State(enum.Enum):
+    NEW = "new"
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -303,11 +345,17 @@ class _State(enum.Enum):
 class SQLiteStore:
     """A :class:`~topgun.store.Store` in one SQLite file, written through one thread.
 
-    The file is opened (and created with the current schema if empty) by the constructor, so
-    a bad path fails at start-up with :class:`StoreOpenError`. The journal is WAL and
-    ``synchronous`` is ``FULL`` by default: a commit is on disk, and survives power loss,
-    before its Deferred fires. ``NORMAL`` is faster and survives a crash of the process but
-    may lose the last commits on power loss.
+    The constructor checks the path (without changing anything), so a bad path fails at
+    once with :class:`StoreOpenError`. :meth:`start` opens the file (creating the current
+    schema in a new or empty file) and starts the writer thread; the constructor calls it
+    unless ``start=False``. A process that forks (``twistd`` daemonizing) must construct
+    with ``start=False`` and start after the fork: a forked child keeps neither the writer
+    thread nor, safely, an open SQLite connection. Operations requested before
+    :meth:`start` fail with :class:`StoreClosedError`.
+
+    The journal is WAL and ``synchronous`` is ``FULL`` by default: a commit is on disk, and
+    survives power loss, before its Deferred fires. ``NORMAL`` is faster and survives a
+    crash of the process but may lose the last commits on power loss.
 
     ``threadpool`` defaults to a private pool of one thread that :meth:`close` stops; an
     injected pool must be started and stopped by its owner (the store never runs two jobs at
@@ -324,29 +372,53 @@ class SQLiteStore:
         threadpool: ThreadPool | None = None,
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 5.0,
+        start: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
         self.path = os.fspath(path)
         self.synchronous = synchronous
-        self._db = _Database.open(self.path, synchronous, busy_timeout)
+        self._busy_timeout = busy_timeout
+        if start:
+            _check_location(self.path)  # opening inspects the file itself
+        else:
+            check_database(self.path)
+        self._db: _Database | None = None
         self._reactor = reactor
         self._owns_pool = threadpool is None
-        if threadpool is None:
-            threadpool = ThreadPool(minthreads=1, maxthreads=1, name="topgun-store-writer")
-            threadpool.start()
         self._pool = threadpool
-        self._state = _State.OPEN
+        self._state = _State.NEW
         self._busy = False
         self._next = _Job()
         self._close_waiters: list[Deferred[None]] = []
         self._transactions = 0
-        # Should the embedding application forget close(), requested commits still finish
-        # before the reactor stops, and the writer thread does not outlive it.
-        self._core = IReactorCore(reactor, None)
-        self._trigger = None
-        if self._core is not None:
-            self._trigger = self._core.addSystemEventTrigger("before", "shutdown", self.close)
+        self._core: IReactorCore | None = None
+        self._trigger: Any = None
+        if start:
+            self.start()
+            # Should the embedding application forget close(), requested commits still
+            # finish before the reactor stops, and the writer thread does not outlive it.
+            # A store started later belongs to a service, which closes it in its own order.
+            self._core = IReactorCore(reactor, None)
+            if self._core is not None:
+                self._trigger = self._core.addSystemEventTrigger("before", "shutdown", self.close)
+
+    def start(self) -> None:
+        """Open the database and start the writer thread; does nothing if already open.
+
+        Raises :class:`StoreOpenError` if the file cannot be used (it may have changed since
+        the constructor checked it) and :class:`StoreClosedError` once closed.
+        """
+        if self._state is not _State.NEW:
+            if self._state is _State.OPEN:
+                return
+            raise StoreClosedError(f"the SQLite store {self.path!r} is closed")
+        self._db = _Database.open(self.path, self.synchronous, self._busy_timeout)
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="topgun-store-writer")
+        if self._owns_pool:
+            self._pool.start()
+        self._state = _State.OPEN
 
     @property
     def transactions(self) -> int:
@@ -356,7 +428,7 @@ class SQLiteStore:
     def commit(self, changes: Sequence[Change]) -> Deferred[None]:
         """Apply ``changes`` atomically; fires after the transaction holding them committed."""
         if self._state is not _State.OPEN:
-            return fail(StoreClosedError(f"the SQLite store {self.path!r} is closed"))
+            return fail(self._not_open())
         try:
             encoded = encode_changes(changes)
         except StoreError as e:
@@ -381,14 +453,24 @@ class SQLiteStore:
 
     def _read(self, read: Callable[[_Database], _T], what: str) -> Deferred[_T]:
         if self._state is not _State.OPEN:
-            return fail(StoreClosedError(f"the SQLite store {self.path!r} is closed"))
+            return fail(self._not_open())
         d: Deferred[_T] = Deferred()
         self._next.reads.append((read, what, d))
         self._kick()
         return d
 
+    def _not_open(self) -> StoreClosedError:
+        if self._state is _State.NEW:
+            return StoreClosedError(f"the SQLite store {self.path!r} is not started")
+        return StoreClosedError(f"the SQLite store {self.path!r} is closed")
+
     def close(self) -> Deferred[None]:
-        """Finish every requested operation, close the database and stop the writer thread."""
+        """Finish every requested operation, close the database and stop the writer thread.
+
+        A store never started is closed at once (and can no longer be started).
+        """
+        if self._state is _State.NEW:
+            self._state = _State.CLOSED
         if self._state is _State.CLOSED:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -404,17 +486,19 @@ class SQLiteStore:
     def _kick(self) -> None:
         if self._busy:
             return
+        db, pool = self._db, self._pool
+        assert db is not None and pool is not None, "only an open store has work"
         job = self._next
         if job.commits or job.reads:
             self._next = _Job()
             self._busy = True
-            ran = deferToThreadPool(self._reactor, self._pool, _run, self._db, job)
+            ran = deferToThreadPool(self._reactor, pool, _run, db, job)
             ran.addCallbacks(
                 self._finished, self._crashed, callbackArgs=(job,), errbackArgs=(job,)
             )
         elif self._state is _State.CLOSING:
             self._busy = True
-            closing = deferToThreadPool(self._reactor, self._pool, self._db.close)
+            closing = deferToThreadPool(self._reactor, pool, db.close)
             closing.addCallbacks(self._closed, self._closed)
 
     def _finished(self, outcome: _Outcome, job: _Job) -> None:
@@ -450,7 +534,7 @@ class SQLiteStore:
     def _closed(self, result: Failure | None) -> None:
         self._busy = False
         self._state = _State.CLOSED
-        if self._owns_pool:
+        if self._owns_pool and self._pool is not None:
             self._pool.stop()
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:

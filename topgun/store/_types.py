@@ -85,6 +85,16 @@ class Store(Protocol):
     commit requested before it.
     """
 
+    def start(self) -> None:
+        """Open the store if it is not open yet (nothing else happens on a second call).
+
+        A store may be built unstarted so that a process can check its configuration, fork,
+        and only then open files and start threads; operations requested before ``start``
+        fail with :class:`StoreClosedError`. Raises :class:`StoreOpenError` if the store
+        cannot be opened, :class:`StoreClosedError` once closed.
+        """
+        ...
+
     def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
         """Everything stored for ``map_name``."""
         ...
