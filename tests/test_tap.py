@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -23,8 +26,12 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests._certs import write_self_signed
 from tests.auth._keys import escaped, private_pem, public_pem, rsa_key
+from tests.server._harness import NOW, RecordingClient, Server
+from tests.server._harness import SECRET as HARNESS_SECRET
 from topgun.auth import JWTVerifier
-from topgun.store import MemoryStore, SQLiteStore
+from topgun.crdt.records import LWWRecord, Timestamp
+from topgun.server.factory import ServerSettings
+from topgun.store import Change, MapSnapshot, MemoryStore, SQLiteStore
 from topgun.tap import (
     DEFAULT_LISTEN,
     DEFAULT_STORE,
@@ -34,8 +41,10 @@ from topgun.tap import (
     build_service,
     makeService,
 )
+from topgun.wire import ClientOp, OpBatch, OpKind
 
 SECRET = "tap-test-secret-0123456789-abcdefghijklmn"
+_T = TypeVar("_T")
 
 
 def known_bug(reason: str) -> None:
@@ -426,3 +435,132 @@ class SQLiteStoreOptionTests(TestCase):
         self.assertIn("cannot open the store, the server stops", message)
         self.assertIn(repr(path), message)
         self.assertIsNone(self.successResultOf(service.stopService()))
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose loads and commits wait until the test opens the gate.
+
+    It keeps the Store contract: ``close`` finishes every operation requested before it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[str] = []
+        self._gates: list[Deferred[None]] = []
+
+    def _gated(self, what: str, operation: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+        self.history.append(what)
+        gate: Deferred[None] = Deferred()
+        self._gates.append(gate)
+        return gate.addCallback(lambda _: operation())
+
+    def load_map(self, map_name: str) -> Deferred[MapSnapshot]:
+        return self._gated("load", lambda: MemoryStore.load_map(self, map_name))
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        return self._gated("commit", lambda: MemoryStore.commit(self, changes))
+
+    def open_gates(self) -> None:
+        """Let the waiting operations run (not those they request in turn)."""
+        gates, self._gates = self._gates, []
+        for gate in gates:
+            gate.callback(None)
+
+    def close(self) -> Deferred[None]:
+        self.history.append("close requested")
+        pending = list(self._gates)
+        closed = gatherResults(pending).addCallback(lambda _: MemoryStore.close(self))
+        return closed.addCallback(lambda _: self.history.append("closed"))
+
+
+class ShutdownOrderTests(SynchronousTestCase):
+    """Stopping the service: listeners, then connections, then the store, in that order."""
+
+    def setUp(self) -> None:
+        self.store = GatedStore()
+        clock = Clock()
+        clock.advance(NOW)
+        self.clock = clock
+        config = ServerConfig(
+            listen=(),
+            verifier=JWTVerifier(HARNESS_SECRET, clock=clock),
+            store=self.store,
+            settings=ServerSettings(auto_ping_interval=0),
+            node_id="shutdown-test",
+            max_clock_drift_ms=60_000,
+        )
+        txaio.use_twisted()
+        txaio_config: Any = txaio.config  # type: ignore[attr-defined]
+        self.addCleanup(setattr, txaio_config, "loop", getattr(txaio_config, "loop", None))
+        txaio_config.loop = clock
+        self.service = build_service(config, clock)
+        self.service.startService()
+        factory = self.service.factory
+        assert factory is not None
+        self.server = Server(clock, self.store, factory.engine, factory)
+
+    def write(self, client: RecordingClient) -> None:
+        stamp = Timestamp(int(NOW * 1000), 0, "client-a")
+        op = ClientOp("todos", "k", OpKind.PUT, id="1", record=LWWRecord({"v": 1}, stamp))
+        client.send(OpBatch([op]))
+        self.server.flush()
+
+    def test_message_in_hand_is_finished_before_the_store_closes(self) -> None:
+        """A write waiting for its map to load when the service stops is loaded, applied
+        and committed before the store is closed; the client is closed with 1001 at once."""
+        client = self.server.login()
+        self.write(client)
+        stopping = self.service.stopService()
+        self.server.flush()
+        self.assertEqual((client.close_code, client.close_reason), (1001, "server shutting down"))
+        self.assertEqual(self.store.history, ["load"])
+        self.store.open_gates()
+        self.assertEqual(self.store.history, ["load", "commit", "close requested"])
+        self.assertNoResult(stopping)
+        self.store.open_gates()
+        self.assertIsNone(self.successResultOf(stopping))
+        self.assertEqual(self.store.history[-1], "closed")
+
+    def test_store_close_is_awaited(self) -> None:
+        """The service has stopped only once the store has finished its pending commits."""
+        client = self.server.login()
+        self.write(client)
+        self.store.open_gates()  # the load; the commit now waits
+        self.assertEqual(self.store.history, ["load", "commit"])
+        stopping = self.service.stopService()
+        self.server.flush()
+        self.assertEqual(self.store.history, ["load", "commit", "close requested"])
+        self.assertNoResult(stopping)
+        self.store.open_gates()
+        self.assertIsNone(self.successResultOf(stopping))
+        self.assertEqual(self.store.history[-1], "closed")
+
+    def test_connection_opened_during_shutdown_is_closed(self) -> None:
+        """A connection that opens while the server stops is closed with 1001 at once."""
+        busy = self.server.login()
+        self.write(busy)
+        stopping = self.service.stopService()
+        late, _pump = self.server.connect()
+        self.server.flush()
+        self.assertTrue(late.closed)
+        self.assertEqual((late.close_code, late.close_reason), (1001, "server shutting down"))
+        self.assertEqual(late.received, [])
+        self.store.open_gates()
+        self.store.open_gates()
+        self.successResultOf(stopping)
+
+    def test_unanswered_close_does_not_hold_the_shutdown(self) -> None:
+        """Connections not gone within the shutdown timeout are dropped, with a warning,
+        and the store closes."""
+        events: EventLoggingObserver = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        self.server.login()
+        stopping = self.service.stopService()  # the close frame is never delivered
+        self.assertNoResult(stopping)
+        self.clock.advance(self.service.shutdown_timeout)
+        self.assertIsNone(self.successResultOf(stopping))
+        self.assertEqual(self.store.history, ["close requested", "closed"])
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn("1 connection(s) still open 5.0s into the shutdown: dropping them", warnings)

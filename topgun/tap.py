@@ -18,7 +18,12 @@ from twisted.python import usage
 from topgun.auth import JWTVerifier, KeyConfigError, load_secret
 from topgun.crdt.hlc import validate_node_id
 from topgun.server.engine import DEFAULT_MAX_CLOCK_DRIFT_MS, Engine
-from topgun.server.factory import DEFAULT_MAX_MESSAGE_SIZE, ServerSettings, TopGunServerFactory
+from topgun.server.factory import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    ServerSettings,
+    TopGunServerFactory,
+)
 from topgun.server.web import build_site
 from topgun.store import Store, StoreError, store_from_string
 
@@ -209,12 +214,25 @@ class ServerService(MultiService):
     The store opens when the service starts (never earlier: ``twistd`` forks in between).
     A store that cannot be opened is logged as critical and stops the reactor, and no
     listener starts: the process ends instead of running without storage.
+
+    Stopping stops listening, then closes every WebSocket connection (code 1001, ``server
+    shutting down``) and waits until each has finished the message it was handling, and
+    only then closes the store, which finishes its pending commits first.
     """
 
-    def __init__(self, store: StoreService, reactor: object) -> None:
+    def __init__(
+        self,
+        store: StoreService,
+        reactor: object,
+        factory: TopGunServerFactory | None = None,
+        *,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
         super().__init__()
         self.store = store
+        self.factory = factory
         self.listeners: list[IService] = []
+        self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
         store.setServiceParent(self)
 
@@ -254,8 +272,12 @@ class ServerService(MultiService):
                 [maybeDeferred(s.stopService) for s in listening], consumeErrors=True
             )
         finally:
-            if self.store.running:
-                await self.store.stopService()
+            try:
+                if self.factory is not None:
+                    await self.factory.close_connections(self.shutdown_timeout)
+            finally:
+                if self.store.running:
+                    await self.store.stopService()
 
 
 def _bound(service: IService) -> bool:
@@ -264,7 +286,6 @@ def _bound(service: IService) -> bool:
 
 def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
     """The whole server as a service: one listener per endpoint, sharing one engine."""
-    root = ServerService(StoreService(config.store), reactor)
     engine = Engine(
         config.store,
         reactor,
@@ -274,6 +295,7 @@ def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
     factory = TopGunServerFactory(
         verifier=config.verifier, engine=engine, clock=reactor, settings=config.settings
     )
+    root = ServerService(StoreService(config.store), reactor, factory)
     site = build_site(factory)
     for description in config.listen:
         root.add_listener(strports.service(description, site, reactor=cast(Any, reactor)))

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import txaio
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
@@ -285,21 +286,33 @@ class SyncTests(LoopbackTestCase):
 
 class ShutdownTests(LoopbackTestCase):
     async def test_stopping_the_service_closes_connections(self) -> None:
-        """Stopping the service closes every open connection with a close frame.
+        """Stopping the service closes every open connection with 1001 "server shutting down".
 
         Otherwise a connected client goes on sending to an engine whose store is closed:
         each write is answered ERROR 500 and logged as a failure until the process exits.
         """
-        known_bug(
-            "stopService stops listening and closes the store but leaves open WebSocket "
-            "connections running against the closed store (see the report)"
-        )
         running = await self.serve(make_config())
         client = await self.login_tcp(running.port)
-        stopping = running.stop_service()
-        code, _reason = await client.when_closed()
-        self.assertIn(code, (1000, 1001))
+        other = await self.open_tcp(running.port)  # not authenticated yet
+        stopping = Deferred.fromCoroutine(running.stop_service())
+        self.assertEqual(await client.when_closed(), (1001, "server shutting down"))
+        self.assertEqual(await other.when_closed(), (1001, "server shutting down"))
         await stopping
+
+    async def test_acked_write_is_kept_by_a_restart(self) -> None:
+        """A write acked just before a stop is in the SQLite file the next server opens."""
+        path = os.path.abspath(self.mktemp())
+        first = await self.serve(make_config(store=SQLiteStore(path, reactor=reactor)))
+        client = await self.login_tcp(first.port)
+        client.send(OpBatch([put("1", "k", {"v": 1}, now_stamp())]))
+        self.assertEqual(await client.receive(), OpAck("1", achieved_level="APPLIED"))
+        await first.stop_service()
+        self.assertEqual((await client.when_closed())[0], 1001)
+        second = await self.serve(make_config(store=SQLiteStore(path, reactor=reactor)))
+        reader = await self.login_tcp(second.port)
+        reader.send(QuerySub("q", "todos", Query()))
+        response = await reader.expect(QueryResp)
+        self.assertEqual([(r.key, r.value) for r in response.results], [("k", {"v": 1})])
 
 
 class DaemonTests(LoopbackTestCase):

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 from autobahn.twisted.websocket import WebSocketServerFactory
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from topgun.server.authfsm import DEFAULT_AUTH_TIMEOUT, Verifier
 from topgun.server.engine import Engine
@@ -18,6 +20,10 @@ DEFAULT_PRE_AUTH_MESSAGE_SIZE = 64 * 1024
 #: After AUTH_ACK the stock client sends its whole offline queue as one OP_BATCH
 #: (protocol §1.1), so the limit is generous.
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: How long :meth:`TopGunServerFactory.close_connections` waits for connections to end.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+_log = Logger()
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class TopGunServerFactory(WebSocketServerFactory):
         self.clock = clock
         self.settings = settings
         self.limits = settings.limits
+        self._live: set[TopGunServerProtocol] = set()
+        self._closing = False
+        self._drained: list[Deferred[None]] = []
         self.setProtocolOptions(
             maxMessagePayloadSize=settings.pre_auth_message_size,
             maxFramePayloadSize=settings.pre_auth_message_size,
@@ -95,3 +104,65 @@ class TopGunServerFactory(WebSocketServerFactory):
             # the TCP connection, so a client can tell what it did wrong.
             failByDrop=False,
         )
+
+    # --- live connections ----------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        """Connections opened and not yet ended (their last message handled)."""
+        return len(self._live)
+
+    def connection_opened(self, protocol: TopGunServerProtocol) -> bool:
+        """Track an opened connection; False once the factory is closing (refuse it)."""
+        if self._closing:
+            return False
+        self._live.add(protocol)
+        return True
+
+    def connection_ended(self, protocol: TopGunServerProtocol) -> None:
+        """``protocol`` is closed and handles nothing any more."""
+        self._live.discard(protocol)
+        if not self._live:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def close_connections(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> Deferred[None]:
+        """Close every connection for a shutdown; fire once all of them have ended.
+
+        Each open connection gets close code 1001 ("going away") with the reason
+        ``server shutting down``, and connections opened from now on are closed the same
+        way. A connection has ended when it is closed and the message it was handling (a
+        commit to the store, say) is done, so the store can be closed next. After
+        ``timeout`` seconds the remaining connections are dropped and the Deferred fires
+        anyway, so a stuck peer cannot hold up a shutdown.
+        """
+        self._closing = True
+        if not self._live:
+            return succeed(None)
+        drained: Deferred[None] = Deferred()
+        self._drained.append(drained)
+        for protocol in list(self._live):
+            protocol.going_away()
+        timer: IDelayedCall = self.clock.callLater(timeout, self._give_up, drained, timeout)
+
+        def done(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return drained.addBoth(done)
+
+    def _give_up(self, drained: Deferred[None], timeout: float) -> None:
+        if drained.called:
+            return
+        _log.warn(
+            "{count} connection(s) still open {timeout}s into the shutdown: dropping them",
+            count=len(self._live),
+            timeout=timeout,
+        )
+        for protocol in list(self._live):
+            protocol.dropConnection(abort=True)
+        if drained in self._drained:
+            self._drained.remove(drained)
+        drained.callback(None)

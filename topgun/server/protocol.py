@@ -57,6 +57,10 @@ ANONYMOUS = Principal(subject="anonymous")
 #: (a map loading from the store); beyond it the connection is closed as overloaded.
 MAX_QUEUED_MESSAGES = 10_000
 CLOSE_OVERLOADED = 4029
+#: The server is stopping (RFC 6455 "going away"); Autobahn's sendClose refuses 1001, so it
+#: is sent as a raw close frame.
+CLOSE_GOING_AWAY = 1001
+SHUTTING_DOWN = "server shutting down"
 
 
 class TopGunServerProtocol(WebSocketServerProtocol):
@@ -71,6 +75,7 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         self._session: Session | None = None
         self._queue: deque[Message] = deque()
         self._busy = False
+        self._ended = False
 
     # --- Autobahn callbacks --------------------------------------------------------------
 
@@ -79,6 +84,9 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        if not self.factory.connection_opened(self):
+            self.going_away()
+            return
         try:
             settings = self.factory.settings
             verifier = self.factory.verifier
@@ -132,6 +140,8 @@ class TopGunServerProtocol(WebSocketServerProtocol):
             session, self._session = self._session, None
             self._queue.clear()
             self.factory.engine.detach(session)
+        self._ended = True
+        self._release()
 
     # --- sending -------------------------------------------------------------------------
 
@@ -143,6 +153,13 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         """Send an already-encoded frame (fan-out encodes once for many connections)."""
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendMessage(frame, isBinary=True)
+
+    def going_away(self) -> None:
+        """Close with 1001 ``server shutting down`` (the server is stopping)."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendCloseFrame(
+                code=CLOSE_GOING_AWAY, reasonUtf8=SHUTTING_DOWN.encode(), isReply=False
+            )
 
     def _protocol_error(self, error: ProtocolError) -> None:
         if self._session is None:
@@ -211,6 +228,13 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         if isinstance(result, Failure):
             self._log.failure("error handling a message", failure=result)
         self._drain()
+        self._release()
+
+    def _release(self) -> None:
+        # A shutdown closes the store once every connection has ended: closed, and done
+        # with the message it was handling when it closed.
+        if self._ended and not self._busy:
+            self.factory.connection_ended(self)
 
 
-__all__ = ["SILENTLY_DROPPED", "TopGunServerProtocol"]
+__all__ = ["CLOSE_GOING_AWAY", "SILENTLY_DROPPED", "TopGunServerProtocol"]
