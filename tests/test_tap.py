@@ -22,7 +22,7 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._certs import write_self_signed
 from tests.auth._keys import escaped, private_pem, public_pem, rsa_key
@@ -41,18 +41,10 @@ from topgun.tap import (
     build_service,
     makeService,
 )
-from topgun.wire import ClientOp, OpBatch, OpKind
+from topgun.wire import ClientOp, Limits, OpBatch, OpKind
 
 SECRET = "tap-test-secret-0123456789-abcdefghijklmn"
 _T = TypeVar("_T")
-
-
-def known_bug(reason: str) -> None:
-    """Skip the calling test: it shows a reported server bug that is not fixed yet.
-
-    Delete the call once the fix lands; the test then fails until the bug is gone.
-    """
-    raise SkipTest(f"bug: {reason}")
 
 
 class OptionsTestCase(SynchronousTestCase):
@@ -258,16 +250,48 @@ class BadOptionTests(OptionsTestCase):
 
     def test_numeric_errors_name_their_option(self) -> None:
         """The error for a bad number names the option it was given to."""
-        known_bug(
-            "'--auth-timeout 0' says only \"expected a positive float, got '0'\"; three "
-            "options share that message (see the report)"
-        )
+        cases = {
+            "--auth-timeout": ("0", "-1", "soon", "nan", "inf"),
+            "--max-message-size": ("0", "1.5", "lots", "65535"),
+            "--max-clock-drift": ("0", "-1", "x", "inf"),
+            "--jwt-leeway": ("-1", "x", "nan"),
+        }
         unnamed = []
-        for option in ("--auth-timeout", "--max-message-size", "--max-clock-drift"):
-            message = self.parse_error("--store", "memory:", option, "0")
-            if option not in message:
-                unnamed.append(f"{option}: {message}")
+        for option, values in cases.items():
+            for value in values:
+                message = self.parse_error("--store", "memory:", option, value)
+                if not message.startswith(f"{option}: expected ") or repr(value) not in message:
+                    unnamed.append(f"{option} {value}: {message}")
         self.assertEqual(unnamed, [])
+        self.assertEqual(
+            self.parse_error("--store", "memory:", "--auth-timeout", "x"),
+            "--auth-timeout: expected a positive float, got 'x'",
+        )
+
+    def test_message_size_below_the_pre_auth_size(self) -> None:
+        """A --max-message-size below the 64 KiB allowed before authentication is a usage
+        error saying so, not a ValueError from the settings."""
+        message = self.parse_error("--store", "memory:", "--max-message-size", "65535")
+        self.assertEqual(
+            message,
+            "--max-message-size: expected an integer of at least 65536 bytes "
+            "(the size allowed before authentication), got '65535'",
+        )
+        config = ServerConfig.from_options(
+            self.parse("--store", "memory:", "--max-message-size", "65536")
+        )
+        self.assertEqual(config.settings.max_message_size, 65536)
+
+    def test_large_message_size_raises_the_frame_limits(self) -> None:
+        """A --max-message-size above 16 MiB raises the decoder's frame and binary bounds
+        with it; a smaller one lowers them."""
+        for size in (32 * 1024 * 1024, 1024 * 1024):
+            options = self.parse("--store", "memory:", "--max-message-size", str(size))
+            limits = ServerConfig.from_options(options).settings.frame_limits
+            self.assertEqual((limits.max_frame_bytes, limits.max_bin_len), (size, size))
+            self.assertEqual(limits.max_str_len, Limits().max_str_len)
+        explicit = Limits(max_frame_bytes=100)
+        self.assertIs(ServerSettings(limits=explicit).frame_limits, explicit)
 
 
 class MakeServiceTests(OptionsTestCase):

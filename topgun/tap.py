@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,6 +22,7 @@ from topgun.crdt.hlc import validate_node_id
 from topgun.server.engine import DEFAULT_MAX_CLOCK_DRIFT_MS, Engine
 from topgun.server.factory import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PRE_AUTH_MESSAGE_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
     ServerSettings,
     TopGunServerFactory,
@@ -33,14 +36,24 @@ DEFAULT_STORE = "sqlite:topgun.sqlite3"
 _log = Logger()
 
 
-def _positive(kind: type[float] | type[int]) -> Any:
+def _number(
+    option: str, kind: type[float] | type[int], *, minimum: float | None = None, why: str = ""
+) -> Callable[[str], float | int]:
+    """A coercer for ``--option``: finite, positive or at least ``minimum``; errors name it."""
+    noun = "a float" if kind is float else "an integer"
+    if minimum is None:
+        wanted = f"a positive {noun.split()[1]}"
+    else:
+        wanted = f"{noun} of at least {minimum:g}{why}"
+
     def convert(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
-            raise usage.UsageError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise usage.UsageError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise usage.UsageError(f"--{option}: expected {wanted}, got {text!r}") from None
+        ok = value > 0 if minimum is None else value >= minimum
+        if not (ok and math.isfinite(value)):
+            raise usage.UsageError(f"--{option}: expected {wanted}, got {text!r}")
         return value
 
     return convert
@@ -69,28 +82,39 @@ class Options(usage.Options):
         ],
         ["jwt-issuer", None, None, "Require this 'iss' claim."],
         ["jwt-audience", None, None, "Require this 'aud' claim."],
-        ["jwt-leeway", None, 60.0, "Seconds of clock skew tolerated on 'exp'.", float],
+        [
+            "jwt-leeway",
+            None,
+            60.0,
+            "Seconds of clock skew tolerated on 'exp'.",
+            _number("jwt-leeway", float, minimum=0, why=" seconds"),
+        ],
         ["store", None, DEFAULT_STORE, "Where data lives: sqlite:PATH or memory:."],
         [
             "auth-timeout",
             None,
             10.0,
             "Seconds a connection has to authenticate.",
-            _positive(float),
+            _number("auth-timeout", float),
         ],
         [
             "max-message-size",
             None,
             DEFAULT_MAX_MESSAGE_SIZE,
             "Largest message (bytes) accepted after authentication.",
-            _positive(int),
+            _number(
+                "max-message-size",
+                int,
+                minimum=DEFAULT_PRE_AUTH_MESSAGE_SIZE,
+                why=" bytes (the size allowed before authentication)",
+            ),
         ],
         [
             "max-clock-drift",
             None,
             DEFAULT_MAX_CLOCK_DRIFT_MS / 1000,
             "Refuse writes stamped more than this many seconds ahead of the server clock.",
-            _positive(float),
+            _number("max-clock-drift", float, minimum=0.001, why=" seconds"),
         ],
         ["node-id", None, None, "The server's HLC node id (default: a random UUID)."],
     ]
@@ -185,7 +209,7 @@ class ServerConfig:
                 allowed_origins=tuple(options["allowed-origins"]) or ("*",),
             ),
             node_id=options["node-id"],
-            max_clock_drift_ms=int(options["max-clock-drift"] * 1000),
+            max_clock_drift_ms=round(options["max-clock-drift"] * 1000),
         )
 
 

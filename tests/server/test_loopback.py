@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import txaio
@@ -23,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -64,6 +65,7 @@ from topgun.wire import (
     ServerEvent,
     SyncInit,
     SyncRespRoot,
+    encode,
 )
 
 reactor: Any = _reactor
@@ -71,14 +73,6 @@ _T = TypeVar("_T")
 
 SECRET = "loopback-test-secret-0123456789-abcdefghij"
 LOCAL = "tcp:0:interface=127.0.0.1"
-
-
-def known_bug(reason: str) -> None:
-    """Skip the calling test: it shows a reported server bug that is not fixed yet.
-
-    Delete the call once the fix lands; the test then fails until the bug is gone.
-    """
-    raise SkipTest(f"bug: {reason}")
 
 
 def make_config(
@@ -282,6 +276,22 @@ class SyncTests(LoopbackTestCase):
         expected.merge("d1", record)
         root = await client.expect(SyncRespRoot)
         self.assertEqual(root.root_hash, expected.merkle.root_hash)
+
+
+class MessageSizeTests(LoopbackTestCase):
+    async def test_message_above_16_mib(self) -> None:
+        """With max_message_size at 32 MiB a 17.5 MiB OP_BATCH is decoded, stored and acked."""
+        size = 32 * 1024 * 1024
+        config = make_config()
+        config = replace(config, settings=replace(config.settings, max_message_size=size))
+        running = await self.serve(config)
+        client = await self.login_tcp(running.port)
+        chunk = "x" * (3 * 1024 * 1024 + 512 * 1024)  # under the 4 MiB string bound
+        ops = [put(str(i), f"k{i}", chunk, now_stamp()) for i in range(5)]
+        frame = encode(OpBatch(ops))
+        self.assertGreater(len(frame), 17 * 1024 * 1024)
+        client.sendMessage(frame, isBinary=True)
+        self.assertEqual(await client.receive(), OpAck("4", achieved_level="APPLIED"))
 
 
 class ShutdownTests(LoopbackTestCase):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import Deferred, succeed
@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from topgun.server.authfsm import DEFAULT_AUTH_TIMEOUT, Verifier
 from topgun.server.engine import Engine
 from topgun.server.protocol import TopGunServerProtocol
-from topgun.wire import Limits
+from topgun.wire import DEFAULT_LIMITS, Limits
 
 #: Before AUTH_ACK a client has nothing to send but a token: keep frames small.
 DEFAULT_PRE_AUTH_MESSAGE_SIZE = 64 * 1024
@@ -39,13 +39,24 @@ class ServerSettings:
     auto_ping_timeout: float = 30.0
     #: Origin patterns accepted on the upgrade (Autobahn syntax, ``*`` wildcards).
     allowed_origins: tuple[str, ...] = ("*",)
-    limits: Limits = field(default_factory=Limits)
+    #: Bounds on each decoded frame; ``None`` (the default) derives them from
+    #: ``max_message_size`` (see :attr:`frame_limits`).
+    limits: Limits | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.auth_timeout) and self.auth_timeout > 0):
             raise ValueError("auth_timeout must be a positive number of seconds")
         if self.pre_auth_message_size < 1 or self.max_message_size < self.pre_auth_message_size:
             raise ValueError("max_message_size must be at least pre_auth_message_size")
+
+    @property
+    def frame_limits(self) -> Limits:
+        """The decoder's bounds: ``limits`` if given, else :class:`Limits`' defaults with a
+        frame, and a binary value in it, as large as ``max_message_size``."""
+        if self.limits is not None:
+            return self.limits
+        size = self.max_message_size
+        return replace(DEFAULT_LIMITS, max_frame_bytes=size, max_bin_len=size)
 
 
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
@@ -90,7 +101,7 @@ class TopGunServerFactory(WebSocketServerFactory):
         self.engine = engine
         self.clock = clock
         self.settings = settings
-        self.limits = settings.limits
+        self.limits = settings.frame_limits
         self._live: set[TopGunServerProtocol] = set()
         self._closing = False
         self._drained: list[Deferred[None]] = []
