@@ -30,13 +30,16 @@ from tests.server._harness import NOW, RecordingClient, Server
 from tests.server._harness import SECRET as HARNESS_SECRET
 from topgun.auth import JWTVerifier
 from topgun.crdt.records import LWWRecord, Timestamp
+from topgun.rbac import DEFAULT_POLICY, ReloadablePolicy
 from topgun.server.factory import ServerSettings
 from topgun.store import Change, MapSnapshot, MemoryStore, SQLiteStore
 from topgun.tap import (
     DEFAULT_LISTEN,
     DEFAULT_STORE,
     Options,
+    PolicyReloadService,
     ServerConfig,
+    ServerService,
     StoreService,
     build_service,
     makeService,
@@ -369,6 +372,93 @@ class MakeServiceTests(OptionsTestCase):
         certs = write_self_signed(self.mktemp())
         makeService(self.parse("--store", "memory:", "--listen", certs.server_description()))
         self.assertFalse([w for w in self.warnings(events) if "without TLS" in w])
+
+
+class PolicyOptionTests(OptionsTestCase):
+    """--policy: a file checked at start-up, handed to the engine, reloaded on SIGHUP."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.set_env_secret()
+
+    def events(self) -> EventLoggingObserver:
+        observer: EventLoggingObserver = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        return observer
+
+    def test_bad_policy_file(self) -> None:
+        """A policy file with an unknown action stops start-up naming the file, the rule,
+        the line and the reason."""
+        path = self.write(
+            "policy.yaml", b"policies:\n  - role: USER\n    map: todos\n    actions: [WRITE]\n"
+        )
+        message = self.parse_error("--store", "memory:", "--policy", path)
+        self.assertTrue(message.startswith(f"--policy: {path}: rule #1, line 4: "), message)
+        self.assertIn("unknown action 'WRITE'", message)
+
+    def test_unusable_policy_files(self) -> None:
+        """A missing file, an unknown extension or a syntax error is a usage error naming
+        the file."""
+        missing = os.path.join(self.mktemp(), "none.yaml")
+        cases = {
+            missing: "cannot read",
+            self.write("policy.txt", b"policies: []\n"): "unknown extension '.txt'",
+            self.write("policy.json", b"{not json"): "line 1: not valid JSON",
+        }
+        for path, reason in cases.items():
+            message = self.parse_error("--store", "memory:", "--policy", path)
+            self.assertTrue(message.startswith(f"--policy: {path}: "), message)
+            self.assertIn(reason, message)
+
+    def test_policy_reaches_the_engine(self) -> None:
+        """A good file becomes a ReloadablePolicy that the engine consults, and the service
+        gets a SIGHUP reloader."""
+        path = self.write(
+            "policy.json", b'{"policies": [{"role": "USER", "map": "notes", "actions": ["READ"]}]}'
+        )
+        config = ServerConfig.from_options(self.parse("--store", "memory:", "--policy", path))
+        policy = config.policy
+        assert isinstance(policy, ReloadablePolicy)
+        self.assertEqual(policy.path, path)
+        service = build_service(config, Clock())
+        assert service.factory is not None
+        self.assertIs(service.factory.engine.policy, policy)
+        reloaders = [s for s in service if isinstance(s, PolicyReloadService)]
+        self.assertEqual([r.policy for r in reloaders], [policy])
+
+    def test_default_policy_and_its_warning(self) -> None:
+        """Without --policy the engine gets DEFAULT_POLICY, no reloader, and a warning."""
+        events = self.events()
+        options = self.parse("--store", "memory:")
+        config = ServerConfig.from_options(options)
+        self.assertIs(config.policy, DEFAULT_POLICY)
+        service = makeService(options)
+        assert isinstance(service, ServerService) and service.factory is not None
+        self.assertIs(service.factory.engine.policy, DEFAULT_POLICY)
+        self.assertFalse([s for s in service if isinstance(s, PolicyReloadService)])
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn(
+            "no policy file: every authenticated principal may read and write every map",
+            warnings,
+        )
+
+    def test_policy_warnings_are_logged(self) -> None:
+        """The policy's own warnings are logged at start-up; the no-policy warning is not."""
+        events = self.events()
+        path = self.write("policy.yaml", b"policies: []\n")
+        makeService(self.parse("--store", "memory:", "--policy", path))
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn(
+            f"policy {path}: no rules: every request of a non-admin principal is denied",
+            warnings,
+        )
+        self.assertFalse([w for w in warnings if w.startswith("no policy file")])
+        infos = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.info]
+        self.assertIn(
+            f"policy {path}: 0 rules, everything else denied; SIGHUP reloads the file", infos
+        )
 
 
 class PluginTests(SynchronousTestCase):

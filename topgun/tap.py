@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from twisted.python import usage
 
 from topgun.auth import JWTVerifier, KeyConfigError, load_secret
 from topgun.crdt.hlc import validate_node_id
+from topgun.rbac import DEFAULT_POLICY, Policy, PolicyError, ReloadablePolicy
 from topgun.server.engine import DEFAULT_MAX_CLOCK_DRIFT_MS, Engine
 from topgun.server.factory import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -117,6 +119,13 @@ class Options(usage.Options):
             _number("max-clock-drift", float, minimum=0.001, why=" seconds"),
         ],
         ["node-id", None, None, "The server's HLC node id (default: a random UUID)."],
+        [
+            "policy",
+            None,
+            None,
+            "RBAC policy file, YAML or JSON by extension (default deny); SIGHUP reloads it. "
+            "Without it every authenticated principal may use every map but the reserved ones.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -155,6 +164,12 @@ class Options(usage.Options):
             )
         except (ValueError, StoreError) as error:
             raise usage.UsageError(f"--store: {error}") from None
+        self["policy-instance"] = DEFAULT_POLICY
+        if self["policy"] is not None:
+            try:
+                self["policy-instance"] = ReloadablePolicy(self["policy"])
+            except PolicyError as error:
+                raise usage.UsageError(f"--policy: {error}") from None
 
     def _verifier(self) -> JWTVerifier:
         try:
@@ -195,6 +210,9 @@ class ServerConfig:
     settings: ServerSettings
     node_id: str
     max_clock_drift_ms: int
+    #: Who may do what. :data:`~topgun.rbac.DEFAULT_POLICY` allows everything but the
+    #: reserved maps; a :class:`~topgun.rbac.ReloadablePolicy` is reloaded on SIGHUP.
+    policy: Policy = DEFAULT_POLICY
 
     @classmethod
     def from_options(cls, options: Options) -> ServerConfig:
@@ -210,6 +228,7 @@ class ServerConfig:
             ),
             node_id=options["node-id"],
             max_clock_drift_ms=round(options["max-clock-drift"] * 1000),
+            policy=options["policy-instance"],
         )
 
 
@@ -230,6 +249,52 @@ class StoreService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return self.store.close()
+
+
+class PolicyReloadService(Service):
+    """While running, ``SIGHUP`` reloads ``policy`` (on the reactor thread).
+
+    The handler is installed by :meth:`startService` and the previous one put back by
+    :meth:`stopService`. A reload that finds a bad file is logged and rejected, and the
+    policy in force stays (see :meth:`~topgun.rbac.ReloadablePolicy.reload`). Only on
+    platforms that have ``SIGHUP``, and only from the main thread (where Python runs signal
+    handlers); elsewhere it logs a warning and does nothing.
+    """
+
+    def __init__(self, policy: ReloadablePolicy, reactor: IReactorFromThreads) -> None:
+        self.policy = policy
+        self._reactor = reactor
+        self._previous: Any = None
+        self._installed = False
+
+    def startService(self) -> None:
+        super().startService()
+        signum = getattr(signal, "SIGHUP", None)
+        if signum is None:
+            _log.warn("no SIGHUP on this platform: the policy file is not reloaded by a signal")
+            return
+        try:
+            self._previous = signal.signal(signum, self._received)
+        except ValueError:
+            _log.warn("not the main thread: SIGHUP does not reload the policy file")
+            return
+        self._installed = True
+
+    def _received(self, signum: int, frame: object) -> None:
+        # A signal handler may run between any two bytecodes of the reactor thread:
+        # callFromThread is safe there and runs the reload as an ordinary reactor call.
+        self._reactor.callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        _log.info("SIGHUP: reloading the policy from {path}", path=self.policy.path)
+        self.policy.reload()
+
+    def stopService(self) -> None:
+        if self._installed:
+            self._installed = False
+            previous = self._previous if self._previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGHUP, previous)
+        super().stopService()
 
 
 class ServerService(MultiService):
@@ -279,8 +344,9 @@ class ServerService(MultiService):
             if core is not None and core.running:
                 core.stop()
             return
-        for listener in self.listeners:
-            listener.startService()
+        for service in self:
+            if service is not self.store:
+                service.startService()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
@@ -290,6 +356,9 @@ class ServerService(MultiService):
         # twistd binds ports (privilegedStartService) before the store opens, so a listener
         # may be listening without having started; one that never listened has nothing to
         # stop.
+        for service in reversed(list(self)):
+            if service is not self.store and service not in self.listeners and service.running:
+                await maybeDeferred(service.stopService)
         listening = [s for s in self.listeners if s.running or _bound(s)]
         try:
             await gatherResults(
@@ -314,6 +383,7 @@ def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
         config.store,
         reactor,
         node_id=config.node_id,
+        policy=config.policy,
         max_clock_drift_ms=config.max_clock_drift_ms,
     )
     factory = TopGunServerFactory(
@@ -323,10 +393,14 @@ def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
     site = build_site(factory)
     for description in config.listen:
         root.add_listener(strports.service(description, site, reactor=cast(Any, reactor)))
+    if isinstance(config.policy, ReloadablePolicy):
+        reloader = PolicyReloadService(config.policy, cast(IReactorFromThreads, reactor))
+        reloader.setServiceParent(root)
     return root
 
 
 def _warn(options: Options, config: ServerConfig) -> None:
+    _log_policy(config.policy)
     if config.verifier is None:
         _log.warn("--no-auth: every connection is accepted WITHOUT authentication (dev only)")
         return
@@ -336,7 +410,20 @@ def _warn(options: Options, config: ServerConfig) -> None:
         _log.warn("the HS256 secret is shorter than 32 bytes: use a longer random secret")
     if not any(d.startswith(("ssl:", "txsni:")) for d in config.listen):
         _log.warn("tokens travel without TLS: listen on ssl: or terminate TLS in a proxy")
-    _log.warn("no policy file: every authenticated principal may read and write every map")
+    if not isinstance(config.policy, ReloadablePolicy):
+        _log.warn("no policy file: every authenticated principal may read and write every map")
+
+
+def _log_policy(policy: Policy) -> None:
+    if not isinstance(policy, ReloadablePolicy):
+        return
+    _log.info(
+        "policy {path}: {rules} rules, everything else denied; SIGHUP reloads the file",
+        path=policy.path,
+        rules=len(policy.policy.rules),
+    )
+    for note in policy.policy.warnings:
+        _log.warn("policy {path}: {note}", path=policy.path, note=note)
 
 
 def makeService(options: Options) -> IService:

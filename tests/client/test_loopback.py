@@ -16,11 +16,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.client._harness import POLICY_YAML
 from tests.client._server import ServerProcess
-from topgun import tap
 from topgun.client import (
     Backoff,
     ChangeKind,
@@ -451,11 +450,6 @@ class LocalOnlyTests(SynchronousTestCase):
 
 class DenialTests(LoopbackTestCase):
     policy = POLICY_YAML
-
-    def setUp(self) -> None:
-        if "policy" not in tap.Options():
-            raise SkipTest("the server has no --policy option yet (RBAC policy files)")
-        super().setUp()
 
     def test_denied_offline_writes_are_reported_and_rolled_back(self) -> None:
         """Offline writes replayed under a policy: exactly the denied ones are reported

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import txaio
 from twisted.internet import reactor as _reactor
@@ -24,7 +24,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -43,6 +44,7 @@ from tests.server._loopback import (
 from topgun.auth import JWTVerifier, mint_token
 from topgun.crdt.lww import LWWMap
 from topgun.crdt.records import LWWRecord, Timestamp
+from topgun.rbac import ReloadablePolicy
 from topgun.server.authfsm import CLOSE_AUTH_FAILED
 from topgun.server.engine import Engine
 from topgun.server.factory import ServerSettings, TopGunServerFactory
@@ -55,15 +57,19 @@ from topgun.wire import (
     AuthFail,
     AuthRequired,
     ClientOp,
+    Error,
+    Message,
     OpAck,
     OpBatch,
     OpKind,
+    OpRejected,
     Query,
     QueryResp,
     QuerySub,
     QueryUpdate,
     ServerEvent,
     SyncInit,
+    SyncResetRequired,
     SyncRespRoot,
     encode,
 )
@@ -323,6 +329,144 @@ class ShutdownTests(LoopbackTestCase):
         reader.send(QuerySub("q", "todos", Query()))
         response = await reader.expect(QueryResp)
         self.assertEqual([(r.key, r.value) for r in response.results], [("k", {"v": 1})])
+
+
+ONLY_NOTES = """\
+policies:
+  - role: USER
+    map: notes
+    actions: [READ, PUT]
+"""
+NOTES_AND_TODOS = """\
+policies:
+  - role: USER
+    map: notes
+    actions: [READ, PUT]
+  - role: USER
+    map: todos
+    actions: [READ, PUT]
+"""
+BAD_ACTION = """\
+policies:
+  - role: USER
+    map: todos
+    actions: [WRITE]
+"""
+
+
+class PolicyTests(LoopbackTestCase):
+    """``--policy``: the engine obeys the file, and SIGHUP reloads it while clients stay."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        if not hasattr(signal, "SIGHUP"):
+            raise SkipTest("no SIGHUP on this platform")
+        self.patch(os, "environ", {**os.environ, "JWT_SECRET": SECRET})
+        self.path = os.path.join(os.path.abspath(self.mktemp()), "policy.yaml")
+        os.makedirs(os.path.dirname(self.path))
+
+    def write_policy(self, text: str) -> None:
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    async def serve_policy(self) -> tuple[RunningServer, ReloadablePolicy]:
+        options = Options()
+        options.parseOptions(["--listen", LOCAL, "--store", "memory:", "--policy", self.path])
+        config = ServerConfig.from_options(options)
+        assert isinstance(config.policy, ReloadablePolicy)
+        return await self.serve(config), config.policy
+
+    async def login_user(self, port: int) -> TopGunTestClient:
+        client = await self.open_tcp(port)
+        return await self.login(client, mint_token(SECRET, subject="alice", roles=["USER"]))
+
+    async def write(self, client: TopGunTestClient, op_id: str, map_name: str) -> Message:
+        """Write one key; return OP_ACK, or the OP_REJECTED of a denial (after which the
+        ERROR, the batch's OP_ACK and the SYNC_RESET_REQUIRED of the denial are taken too).
+        """
+        client.send(OpBatch([put(op_id, "k", {"v": op_id}, now_stamp(), map_name)]))
+        first = await client.receive()
+        if isinstance(first, OpRejected):
+            self.assertEqual((await client.expect(Error)).code, 403)
+            await client.expect(OpAck)
+            await client.expect(SyncResetRequired)
+        return first
+
+    def sighup(self) -> None:
+        """Send this process SIGHUP, as an operator's ``kill -HUP`` does."""
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    async def test_the_file_decides(self) -> None:
+        """A write the file does not allow is refused (403); one it allows is acked."""
+        self.write_policy(ONLY_NOTES)
+        running, _policy = await self.serve_policy()
+        client = await self.login_user(running.port)
+        denied = await self.write(client, "1", "todos")
+        assert isinstance(denied, OpRejected)
+        self.assertEqual((denied.op_id, denied.code), ("1", 403))
+        self.assertEqual(await self.write(client, "2", "notes"), OpAck("2", "APPLIED"))
+
+    async def test_sighup_reloads_the_file(self) -> None:
+        """After the file changes, SIGHUP puts it in force; open connections stay open."""
+        self.write_policy(ONLY_NOTES)
+        running, policy = await self.serve_policy()
+        client = await self.login_user(running.port)
+        self.assertIsInstance(await self.write(client, "1", "todos"), OpRejected)
+        self.write_policy(NOTES_AND_TODOS)
+        reloaded = _next_reload(policy)
+        self.sighup()
+        await reloaded
+        self.assertEqual(policy.version, 1)
+        self.assertEqual(await self.write(client, "2", "todos"), OpAck("2", "APPLIED"))
+        self.assertFalse(client.ended)
+
+    async def test_bad_new_file_keeps_the_old_policy(self) -> None:
+        """A SIGHUP finding a bad file logs the error and the old policy stays in force."""
+        self.write_policy(NOTES_AND_TODOS)
+        running, policy = await self.serve_policy()
+        client = await self.login_user(running.port)
+        rejected = _next_event("rbac_reload_rejected")
+        self.write_policy(BAD_ACTION)
+        self.sighup()
+        event = await rejected
+        self.assertIn(f"{self.path}: rule #1, line 4: unknown action 'WRITE'", event["error"])
+        self.assertEqual(policy.version, 0)
+        self.assertEqual(await self.write(client, "1", "todos"), OpAck("1", "APPLIED"))
+
+    async def test_stopping_restores_the_signal_handler(self) -> None:
+        """The SIGHUP handler is installed while the service runs and restored after."""
+        self.write_policy(ONLY_NOTES)
+        before = signal.getsignal(signal.SIGHUP)
+        running, _policy = await self.serve_policy()
+        self.assertNotEqual(signal.getsignal(signal.SIGHUP), before)
+        await running.stop_service()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+
+def _next_reload(policy: ReloadablePolicy) -> Deferred[object]:
+    """Fires with the new policy at the next successful reload of ``policy`` (bounded)."""
+    reloaded: Deferred[object] = Deferred()
+
+    def seen(new: object) -> None:
+        remove()
+        reloaded.callback(new)
+
+    remove = policy.add_listener(seen)
+    return bounded(reloaded, reactor)
+
+
+def _next_event(kind: str) -> Deferred[LogEvent]:
+    """Fires with the next log event whose ``event_kind`` is ``kind`` (bounded)."""
+    seen: Deferred[LogEvent] = Deferred()
+
+    def observe(event: LogEvent) -> None:
+        if event.get("event_kind") == kind and not seen.called:
+            globalLogPublisher.removeObserver(observer)
+            seen.callback(event)
+
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
+    return bounded(seen, reactor)
 
 
 class DaemonTests(LoopbackTestCase):
