@@ -42,11 +42,11 @@ def _number(
     option: str, kind: type[float] | type[int], *, minimum: float | None = None, why: str = ""
 ) -> Callable[[str], float | int]:
     """A coercer for ``--option``: finite, positive or at least ``minimum``; errors name it."""
-    noun = "a float" if kind is float else "an integer"
+    noun = "float" if kind is float else "integer"
     if minimum is None:
-        wanted = f"a positive {noun.split()[1]}"
+        wanted = f"a positive {noun}"
     else:
-        wanted = f"{noun} of at least {minimum:g}{why}"
+        wanted = f"{'a' if kind is float else 'an'} {noun} of at least {minimum:g}{why}"
 
     def convert(text: str) -> float | int:
         try:
