@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent
-_TOPGUN_PORT = re.compile(r"Site starting on (\d+)")
+_TOPGUN_PORT = re.compile(r"starting on (\d+)")
 _ECHO_PORT = re.compile(r"echo listening on (\d+)")
 
 
@@ -114,10 +114,12 @@ def start_topgun(
     args += ["--listen", "tcp:0:interface=127.0.0.1"]
     args += ["--jwt-secret-file", str(key_file)] if key_file is not None else ["--no-auth"]
     args += list(extra)
-    runner = [sys.executable]
-    if profile_to is not None:
-        runner += ["-m", "cProfile", "-o", str(profile_to)]
-    argv = [*pinning(core), *runner, twistd_path(), *args]
+    if profile_to is None:
+        runner = [sys.executable, twistd_path()]
+    else:
+        runner = [sys.executable, str(Path(__file__).with_name("profiled_twistd.py"))]
+        runner.append(str(profile_to))
+    argv = [*pinning(core), *runner, *args]
     # Keep the server's own environment free of a JWT_SECRET the caller may have set.
     env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
     return _start(label, argv, workdir / f"{label}.log", _TOPGUN_PORT, timeout, env)
