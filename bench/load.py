@@ -415,7 +415,11 @@ def _line(name: str, result: dict[str, Any], key: str, unit: str) -> None:
 
 def _busy(result: dict[str, Any]) -> str:
     busy = result.get("core_busy_percent") or {}
-    return "/".join(f"{value:.0f}%" for _, value in sorted(busy.items())) or "?"
+    text = "/".join(f"{value:.0f}%" for _, value in sorted(busy.items())) or "?"
+    stolen = result.get("core_steal_percent") or {}
+    if any(value >= 1 for value in stolen.values()):
+        text += " (stolen " + "/".join(f"{v:.0f}%" for _, v in sorted(stolen.items())) + ")"
+    return text
 
 
 async def _main(run: Run, chosen: list[str]) -> None:

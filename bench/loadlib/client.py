@@ -56,6 +56,11 @@ class Client:
             future = self._waiting[kind] = asyncio.get_running_loop().create_future()
         return future
 
+    def cancel_waits(self) -> None:
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+
     async def expect(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
         future = self.waiter(kind)
         try:
@@ -103,9 +108,7 @@ async def login(target: Target, index: int, timeout: float = 10.0) -> Client:
             client.ws.abort()
             raise
         finally:
-            for future in client._waiting.values():
-                future.cancel()
-            client._waiting.clear()
+            client.cancel_waits()
     return client
 
 

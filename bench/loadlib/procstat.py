@@ -84,9 +84,13 @@ def loadavg() -> tuple[float, float, float]:
     return one, five, fifteen
 
 
-def core_times() -> dict[int, tuple[float, float]]:
-    """Per core: (busy, total) seconds since boot, from ``/proc/stat``."""
-    cores: dict[int, tuple[float, float]] = {}
+def core_times() -> dict[int, tuple[float, float, float]]:
+    """Per core: (busy, stolen, total) seconds since boot, from ``/proc/stat``.
+
+    Stolen time is time the hypervisor gave this virtual core to someone else: on a
+    shared host it makes a run slower without showing up as load on this machine.
+    """
+    cores: dict[int, tuple[float, float, float]] = {}
     with open("/proc/stat", "rb") as f:
         for line in f:
             if not line.startswith(b"cpu") or line[3:4] == b" ":
@@ -95,7 +99,8 @@ def core_times() -> dict[int, tuple[float, float]]:
             ticks = [int(v) for v in values[:8]]
             idle = ticks[3] + ticks[4]  # idle + iowait
             total = sum(ticks)
-            cores[int(name[3:])] = ((total - idle) / _TICK, total / _TICK)
+            steal = ticks[7] if len(ticks) > 7 else 0
+            cores[int(name[3:])] = ((total - idle - steal) / _TICK, steal / _TICK, total / _TICK)
     return cores
 
 
@@ -121,10 +126,13 @@ class Span:
                 "peak_rss_bytes": after.peak_rss,
             }
         out["harness_cpu_percent"] = round(100 * (self_cpu() - self._mine) / wall, 1)
-        busy = {}
-        for core, (used, total) in core_times().items():
+        busy, stolen = {}, {}
+        for core, (used, steal, total) in core_times().items():
             before = self._cores.get(core)
-            if before is not None and total > before[1]:
-                busy[str(core)] = round(100 * (used - before[0]) / (total - before[1]), 1)
+            if before is not None and total > before[2]:
+                span = total - before[2]
+                busy[str(core)] = round(100 * (used - before[0]) / span, 1)
+                stolen[str(core)] = round(100 * (steal - before[1]) / span, 1)
         out["core_busy_percent"] = busy
+        out["core_steal_percent"] = stolen
         return out

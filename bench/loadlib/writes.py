@@ -37,7 +37,7 @@ class WriteLoad:
     duration: float = 10.0
     warmup: float = 2.0
     grace: float = 5.0
-    keys: int = 1000  # keys per connection
+    keys: int = 50  # keys per connection: 10,000 for 200 connections, a steady-state map
     map_name: str = "load"
 
 

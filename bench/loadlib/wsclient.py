@@ -244,7 +244,7 @@ class WebSocket(asyncio.Protocol):
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == _OP_BINARY and fin:
             self.on_message(payload, True)
-        elif opcode in (_OP_BINARY, _OP_TEXT, _OP_CONT) and opcode < 8:
+        elif opcode in (_OP_BINARY, _OP_TEXT, _OP_CONT):
             if opcode != _OP_CONT:
                 self._fragment_op = opcode
                 self._fragments = []
