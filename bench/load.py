@@ -82,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="\n".join((__doc__ or "").splitlines()[2:]),
     )
     add = parser.add_argument
-    add("scenarios", nargs="*", metavar="SCENARIO", help="default: all (" + " ".join(SCENARIOS))
+    add(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help="default: all (" + " ".join(SCENARIOS) + ")",
+    )
     add("--short", action="store_true", help="a quick pass (< 2 minutes) for `make bench`")
     add(
         "--json",
@@ -130,6 +135,30 @@ def _short(args: argparse.Namespace) -> None:
     args.sync_changed = "10"
     args.sync_reps = min(args.sync_reps, 3)
     args.idle_connections = min(args.idle_connections, 1000)
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, if anything (argparse checks only their types)."""
+    positive = (
+        "duration connections batch window echo_connections fanout_maps fanout_subscribers "
+        "fanout_interval_ms handshake_concurrency sync_keys sync_reps idle_connections"
+    )
+    for name in positive.split():
+        if getattr(args, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
+    for name in ("warmup", "interval_ms", "forget_interval_ms"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            return f"--{name.replace('_', '-')} must not be negative, not {value}"
+    try:
+        changed = [int(n) for n in args.sync_changed.split(",") if n.strip()]
+    except ValueError:
+        return f"--sync-changed takes comma-separated counts, not {args.sync_changed!r}"
+    if not changed or any(n <= 0 for n in changed):
+        return f"--sync-changed takes positive counts, not {args.sync_changed!r}"
+    if sum(changed) * args.sync_reps > args.sync_keys:
+        return "--sync-changed × --sync-reps changes more keys than --sync-keys holds"
+    return None
 
 
 def _core(value: int) -> int | None:
@@ -444,6 +473,13 @@ def main(argv: list[str]) -> int:
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+        return 2
+    problem = _check(args)
+    if problem:
+        print(problem)
+        return 2
+    if args.profile == "py-spy" and profiling.py_spy_path() is None:
+        print("--profile py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
         return 2
     if args.short:
         _short(args)
