@@ -38,6 +38,7 @@ typecheck: install
 
 bench: install
 	$(BIN)/python bench/core.py --seconds 2
+	$(BIN)/python bench/load.py --short
 	test ! -f bench/merkle.py || $(BIN)/python bench/merkle.py
 	test ! -f bench/store.py || $(BIN)/python bench/store.py
 
