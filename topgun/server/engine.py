@@ -240,10 +240,10 @@ class Engine:
         ormap = ORMap()
         for tag in snapshot.or_tombstones:
             ormap.apply_tombstone(tag)
-        state = MapState(name, lww, ormap)
         for key, records in snapshot.or_records.items():
             for record in records.values():
                 ormap.apply(key, record)
+        state = MapState(name, lww, ormap)
         self._maps[name] = state
         for waiter in self._loading.pop(name, []):
             waiter.callback(state)
@@ -392,8 +392,7 @@ class Engine:
                 # Settles the client's query (an ERROR alone would leave it pending).
                 session.connection.send(QueryResp(query_id, [], error=reason, code="FORBIDDEN"))
             else:
-                details = {"mapName": map_name, "action": Action.READ.value}
-                session.connection.send(Error(403, reason, details))
+                session.connection.send(Error(403, reason, _denial_details(map_name, Action.READ)))
             return None
 
         def interested_then() -> None:
@@ -497,8 +496,18 @@ class Engine:
         events: list[_Event],
     ) -> None:
         """Add an OR record unless its tag is dead or it is already held (a resend)."""
-        if not self._or_is_news(state, key, record):
-            return
+        if self._or_is_news(state, key, record):
+            self._or_store(state, key, record, changes, events)
+
+    @staticmethod
+    def _or_store(
+        state: MapState,
+        key: str,
+        record: ORRecord,
+        changes: list[Change],
+        events: list[_Event],
+    ) -> None:
+        """Apply a record :meth:`_or_is_news` accepted; queue its change and event."""
         if state.ormap.apply(key, record):
             changes.append(PutOR(state.name, key, record))
             payload = ServerEventPayload(
@@ -788,11 +797,11 @@ class Engine:
                     self._denied(session, Action.PUT, name, decision)
                     denial = denial or (Action.PUT, decision)
                     continue
-                self._or_add(state, entry.key, record, changes, events)
+                self._or_store(state, entry.key, record, changes, events)
         if denial is not None:
             action, decision = denial
-            details = {"mapName": name, "action": action.value}
-            session.connection.send(Error(403, _reason(decision, action, name), details))
+            reason = _reason(decision, action, name)
+            session.connection.send(Error(403, reason, _denial_details(name, action)))
         if self._authorize(session, Action.READ, name).allowed:
             state.sessions.add(session)
             session.interested.add(name)
@@ -808,6 +817,11 @@ class Engine:
 
 def _reason(decision: Decision, action: Action, map_name: str) -> str:
     return decision.reason or f"{action.value} on {map_name} denied"
+
+
+def _denial_details(map_name: str, action: Action) -> dict[str, str]:
+    """ERROR 403 details naming what was denied, so a client can settle its waits."""
+    return {"mapName": map_name, "action": action.value}
 
 
 def _last_id(ops: Sequence[ClientOp]) -> str:
