@@ -67,9 +67,17 @@ async def main(reactor: Any, *argv: str) -> None:
     secret = load_secret(path=args.jwt_secret_file)
     verifier = JWTVerifier(secret.value, clock=reactor)
     store = store_from_string(args.store, reactor)
-    # Let pending commits finish before the process exits.
-    reactor.addSystemEventTrigger("before", "shutdown", store.close)
-    root, _ = build_app(reactor, verifier, store)
+    root, factory = build_app(reactor, verifier, store)
+
+    async def shut_down() -> None:
+        # Connections first (code 1001; each finishes the write it was committing), then
+        # the store, which finishes its pending commits.
+        await factory.close_connections()
+        await store.close()
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromCoroutine(shut_down())
+    )
     site = Site(root)
     site.displayTracebacks = False
     port = await serverFromString(reactor, args.listen).listen(site)
