@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.store import (
+    AddORGrave,
     AddORTombstone,
     DeleteLWW,
     DeleteORTombstone,
@@ -169,6 +170,55 @@ class StoreContractTests(_Base):
         self.assertEqual(other, MapSnapshot(or_tombstones={"gone-3"}))
 
     @inlineCallbacks
+    def test_or_graves(self) -> Generator[Deferred[Any], Any, None]:
+        """Graves load as key → tags, per map; records come and go without touching them."""
+        store = self.store()
+        yield store.commit(
+            [
+                PutOR("m", "a", orr(1, "t1")),
+                AddORTombstone("m", "t1"),
+                RemoveOR("m", "a", "t1"),
+                AddORGrave("m", "a", "t1"),
+                AddORGrave("m", "a", "t1"),
+                AddORGrave("m", "a", "t2"),
+                # A tag may be buried under several keys, and a key need never have held it.
+                AddORGrave("m", "b", "t1"),
+                AddORGrave("other", "a", "t3"),
+            ]
+        )
+        yield store.commit([PutOR("m", "a", orr(2, "t4")), RemoveOR("m", "b", "t1")])
+        snapshot = yield store.load_map("m")
+        self.assertEqual(
+            snapshot,
+            MapSnapshot(
+                or_records={"a": {"t4": orr(2, "t4")}},
+                or_tombstones={"t1"},
+                or_graves={"a": {"t1", "t2"}, "b": {"t1"}},
+            ),
+        )
+        other = yield store.load_map("other")
+        self.assertEqual(other, MapSnapshot(or_graves={"a": {"t3"}}))
+
+    @inlineCallbacks
+    def test_collecting_a_tombstone_drops_its_graves(self) -> Generator[Deferred[Any], Any, None]:
+        """DeleteORTombstone deletes the graves of its tag under every key, in its map only."""
+        store = self.store()
+        yield store.commit(
+            [
+                AddORTombstone("m", "t1"),
+                AddORGrave("m", "a", "t1"),
+                AddORGrave("m", "a", "t2"),
+                AddORGrave("m", "b", "t1"),
+                AddORGrave("other", "a", "t1"),
+            ]
+        )
+        yield store.commit([DeleteORTombstone("m", "t1"), DeleteORTombstone("m", "absent")])
+        snapshot = yield store.load_map("m")
+        other = yield store.load_map("other")
+        self.assertEqual(snapshot, MapSnapshot(or_graves={"a": {"t2"}}))
+        self.assertEqual(other, MapSnapshot(or_graves={"a": {"t1"}}))
+
+    @inlineCallbacks
     def test_changes_apply_in_order(self) -> Generator[Deferred[Any], Any, None]:
         """Changes in one commit apply in the order given."""
         store = self.store()
@@ -183,13 +233,20 @@ class StoreContractTests(_Base):
                 RemoveOR("m", "k", "kept"),
                 PutOR("m", "k", orr(4, "kept")),
                 AddORTombstone("m", "t"),
+                AddORGrave("m", "k", "t"),
                 DeleteORTombstone("m", "t"),
+                DeleteORTombstone("m", "u"),
+                AddORGrave("m", "k", "u"),
             ]
         )
         snapshot = yield store.load_map("m")
         self.assertEqual(
             snapshot,
-            MapSnapshot(lww={"revived": lww(2)}, or_records={"k": {"kept": orr(4, "kept")}}),
+            MapSnapshot(
+                lww={"revived": lww(2)},
+                or_records={"k": {"kept": orr(4, "kept")}},
+                or_graves={"k": {"u"}},
+            ),
         )
 
     @inlineCallbacks
@@ -204,7 +261,7 @@ class StoreContractTests(_Base):
 
     @inlineCallbacks
     def test_map_names(self) -> Generator[Deferred[Any], Any, None]:
-        """map_names lists, sorted, the maps that still hold a record or tombstone."""
+        """map_names lists, sorted, the maps that still hold a record, tombstone or grave."""
         store = self.store()
         names = yield store.map_names()
         self.assertEqual(names, [])
@@ -213,9 +270,11 @@ class StoreContractTests(_Base):
                 PutLWW("zeta", "k", lww(1)),
                 PutOR("alpha", "k", orr(1, "t")),
                 AddORTombstone("mid", "t"),
+                AddORGrave("graves", "k", "t"),
                 PutLWW("emptied", "k", lww(1)),
                 PutOR("emptied", "k", orr(1, "t")),
                 AddORTombstone("emptied", "t"),
+                AddORGrave("emptied", "k", "t"),
                 PutLWW("", "k", lww(1)),
                 PutLWW("ünï", "k", lww(1)),
             ]
@@ -228,7 +287,7 @@ class StoreContractTests(_Base):
             ]
         )
         names = yield store.map_names()
-        self.assertEqual(names, ["", "alpha", "mid", "zeta", "ünï"])
+        self.assertEqual(names, ["", "alpha", "graves", "mid", "zeta", "ünï"])
 
     @inlineCallbacks
     def test_empty_commit(self) -> Generator[Deferred[Any], Any, None]:
@@ -244,7 +303,13 @@ class StoreContractTests(_Base):
         """Mutating a loaded snapshot, or a committed value afterwards, changes nothing stored."""
         store = self.store()
         value: dict[str, Any] = {"list": [1, 2], "inner": {"x": 1}}
-        yield store.commit([PutLWW("m", "k", lww(value)), PutOR("m", "k", orr(value, "t"))])
+        yield store.commit(
+            [
+                PutLWW("m", "k", lww(value)),
+                PutOR("m", "k", orr(value, "t")),
+                AddORGrave("m", "k", "g"),
+            ]
+        )
         value["list"].append(3)
         value["inner"]["x"] = 2
         first = yield store.load_map("m")
@@ -253,11 +318,17 @@ class StoreContractTests(_Base):
         first.lww["new"] = lww(0)
         first.or_records["k"]["other"] = orr(0, "other")
         first.or_tombstones.add("x")
+        first.or_graves["k"].add("x")
+        first.or_graves["new"] = {"x"}
         second = yield store.load_map("m")
         expected = {"list": [1, 2], "inner": {"x": 1}}
         self.assertEqual(
             second,
-            MapSnapshot(lww={"k": lww(expected)}, or_records={"k": {"t": orr(expected, "t")}}),
+            MapSnapshot(
+                lww={"k": lww(expected)},
+                or_records={"k": {"t": orr(expected, "t")}},
+                or_graves={"k": {"g"}},
+            ),
         )
 
     @inlineCallbacks
@@ -312,6 +383,9 @@ class StoreContractTests(_Base):
             (PutLWW("m", "k", lww(1, ts, ttl_ms=2**63)), "ttl_ms 9223372036854775808 is outside"),
             (PutOR("m", "k", orr(1, 5)), "tag must be a str"),  # type: ignore[arg-type]
             (RemoveOR("m", "k", None), "tag must be a str"),  # type: ignore[arg-type]
+            (AddORGrave("m", 1, "t"), "key must be a str, not int"),  # type: ignore[arg-type]
+            (AddORGrave("m", "k", "\udfff"), "tag '\\udfff' is not valid Unicode"),
+            (AddORGrave(None, "k", "t"), "map must be a str"),  # type: ignore[arg-type]
             (AddORTombstone("m", b"t"), "tag must be a str, not bytes"),  # type: ignore[arg-type]
             (DeleteORTombstone(1, "t"), "map must be a str"),  # type: ignore[arg-type]
             (DeleteLWW("m", ["k"]), "key must be a str"),  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.store import (
+    AddORGrave,
     AddORTombstone,
     Change,
     DeleteLWW,
@@ -61,6 +62,7 @@ changes: st.SearchStrategy[Change] = st.one_of(
     st.builds(RemoveOR, maps, keys, tags),
     st.builds(AddORTombstone, maps, tags),
     st.builds(DeleteORTombstone, maps, tags),
+    st.builds(AddORGrave, maps, keys, tags),
 )
 commit_groups = st.lists(st.lists(changes, max_size=8), max_size=6)
 

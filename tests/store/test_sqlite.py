@@ -12,6 +12,8 @@ from typing import Any, cast
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -20,8 +22,10 @@ from topgun.crdt.records import Timestamp
 from topgun.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
+    AddORGrave,
     AddORTombstone,
     Change,
+    DeleteORTombstone,
     MapSnapshot,
     PutLWW,
     PutOR,
@@ -79,6 +83,7 @@ class DurabilityTests(SQLiteFiles):
             PutLWW("users", "gone", lww(None, Timestamp(2**64 - 1, 3, "n"), ttl_ms=10)),
             PutOR("tags", "k", orr(b"\x00", "1:0:n", ttl_ms=5)),
             AddORTombstone("tags", "0:0:n"),
+            AddORGrave("tags", "gone", "0:0:n"),
         ]
         yield store.commit(changes)
         yield store.close()
@@ -100,6 +105,7 @@ class DurabilityTests(SQLiteFiles):
             MapSnapshot(
                 or_records={"k": {"1:0:n": orr(b"\x00", "1:0:n", ttl_ms=5)}},
                 or_tombstones={"0:0:n"},
+                or_graves={"gone": {"0:0:n"}},
             ),
         )
         self.assertEqual(names, ["tags", "users"])
@@ -369,7 +375,7 @@ class DeferredStartTests(SQLiteFiles):
         with closing(sqlite3.connect(path)) as conn:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            for table in ("lww", "or_records", "or_tombstones"):
+            for table in ("lww", "or_records", "or_tombstones", "or_graves"):
                 conn.execute(f"CREATE TABLE {table} (x)")
             conn.commit()
         with open(path, "rb") as f:
@@ -463,14 +469,20 @@ class OpenErrorTests(SQLiteFiles):
         )
 
     def test_damaged_store(self) -> None:
-        """A topgun store whose tables are gone is refused as damaged."""
-        path = self.make_sqlite(
-            f"PRAGMA application_id = {APPLICATION_ID}",
-            f"PRAGMA user_version = {SCHEMA_VERSION}",
-            "CREATE TABLE lww (x)",
-        )
-        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
-        self.assertIn("damaged topgun store: missing tables or_records, or_tombstones", str(error))
+        """A topgun store whose tables are gone is refused as damaged, naming the tables its
+        schema version should hold."""
+        for version, missing in [
+            (SCHEMA_VERSION, "or_graves, or_records, or_tombstones"),
+            (1, "or_records, or_tombstones"),
+        ]:
+            path = self.make_sqlite(
+                f"PRAGMA application_id = {APPLICATION_ID}",
+                f"PRAGMA user_version = {version}",
+                "CREATE TABLE lww (x)",
+            )
+            error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+            self.assertIn(f"damaged topgun store: missing tables {missing}", str(error))
+            self.assertEqual(query(path, "PRAGMA user_version"), [(version,)])
 
     def test_unopenable_paths(self) -> None:
         """A directory, or a file in a missing directory, is refused with StoreOpenError."""
@@ -486,6 +498,119 @@ class OpenErrorTests(SQLiteFiles):
         store = self.open_store(path)
         yield store.commit([PutLWW("m", "k", lww(1))])
         self.assertEqual(query(path, "PRAGMA application_id"), [(APPLICATION_ID,)])
+
+
+#: The layout schema version 1 wrote: ``lww``, ``or_records`` and ``or_tombstones``.
+SCHEMA_1 = (
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    "PRAGMA user_version = 1",
+    "PRAGMA journal_mode = WAL",
+    """CREATE TABLE lww (map TEXT NOT NULL, key TEXT NOT NULL, value BLOB,
+        millis INTEGER NOT NULL, counter INTEGER NOT NULL, node_id TEXT NOT NULL,
+        ttl_ms INTEGER, PRIMARY KEY (map, key)) WITHOUT ROWID""",
+    """CREATE TABLE or_records (map TEXT NOT NULL, key TEXT NOT NULL, tag TEXT NOT NULL,
+        value BLOB NOT NULL, millis INTEGER NOT NULL, counter INTEGER NOT NULL,
+        node_id TEXT NOT NULL, ttl_ms INTEGER, PRIMARY KEY (map, key, tag)) WITHOUT ROWID""",
+    """CREATE TABLE or_tombstones (map TEXT NOT NULL, tag TEXT NOT NULL,
+        PRIMARY KEY (map, tag)) WITHOUT ROWID""",
+)
+
+#: Rows as schema version 1 stored them (values msgpack, the forged clock two's complement).
+SCHEMA_1_ROWS = (
+    "INSERT INTO lww VALUES ('users', 'ada', x'81a16101', 1700000000000, 7, 'node-1', NULL)",
+    "INSERT INTO lww VALUES ('users', 'gone', NULL, -1, 3, 'n', 10)",
+    "INSERT INTO or_records VALUES ('tags', 'k', '1:0:n', x'a3726564', 5, 0, 'n', NULL)",
+    "INSERT INTO or_tombstones VALUES ('tags', '0:0:n')",
+)
+
+#: What the rows of SCHEMA_1_ROWS load as.
+SCHEMA_1_USERS = MapSnapshot(
+    lww={
+        "ada": lww({"a": 1}, Timestamp(1_700_000_000_000, 7, "node-1")),
+        "gone": lww(None, Timestamp(2**64 - 1, 3, "n"), ttl_ms=10),
+    }
+)
+SCHEMA_1_TAGS = MapSnapshot(
+    or_records={"k": {"1:0:n": orr("red", "1:0:n", Timestamp(5, 0, "n"))}},
+    or_tombstones={"0:0:n"},
+)
+
+
+class SchemaUpgradeTests(SQLiteFiles):
+    """A file of schema version 1 opens, gains the graves table and keeps its data."""
+
+    def version_1_file(self, *extra: str) -> str:
+        path = self.db_path()
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            for statement in (*SCHEMA_1, *SCHEMA_1_ROWS, *extra):
+                conn.execute(statement)
+        return path
+
+    @inlineCallbacks
+    def test_version_1_is_upgraded(self) -> Generator[Deferred[Any], Any, None]:
+        """Opening a version 1 file upgrades it: earlier data intact, graves stored and
+        loaded, the new version recorded and logged; reopened, it opens as it is."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        path = self.version_1_file()
+        store = SQLiteStore(path, reactor=reactor)
+        self.assertEqual(query(path, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        upgrades = [e for e in events if "upgraded" in e.get("log_format", "")]
+        self.assertEqual(len(upgrades), 1)
+        self.assertEqual((upgrades[0]["old"], upgrades[0]["new"]), (1, SCHEMA_VERSION))
+        users = yield store.load_map("users")
+        tags = yield store.load_map("tags")
+        self.assertEqual((users, tags), (SCHEMA_1_USERS, SCHEMA_1_TAGS))
+        yield store.commit(
+            [
+                AddORGrave("tags", "k", "0:0:n"),
+                AddORGrave("tags", "j", "gc"),
+                AddORTombstone("tags", "gc"),
+                PutLWW("users", "bob", lww(2)),
+            ]
+        )
+        yield store.commit([DeleteORTombstone("tags", "gc")])
+        yield store.close()
+        reopened = self.open_store(path)
+        users = yield reopened.load_map("users")
+        tags = yield reopened.load_map("tags")
+        names = yield reopened.map_names()
+        self.assertEqual(users.lww, {**SCHEMA_1_USERS.lww, "bob": lww(2)})
+        self.assertEqual(
+            tags,
+            MapSnapshot(
+                or_records=SCHEMA_1_TAGS.or_records,
+                or_tombstones={"0:0:n"},
+                or_graves={"k": {"0:0:n"}},
+            ),
+        )
+        self.assertEqual(names, ["tags", "users"])
+        self.assertEqual(len([e for e in events if "upgraded" in e.get("log_format", "")]), 1)
+
+    @inlineCallbacks
+    def test_check_leaves_version_1_alone(self) -> Generator[Deferred[Any], Any, None]:
+        """An unstarted store accepts a version 1 file without changing a byte; start()
+        upgrades it."""
+        path = self.version_1_file()
+        with open(path, "rb") as f:
+            before = f.read()
+        store = self.open_store(path, start=False)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        store.start()
+        self.assertEqual(query(path, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        tags = yield store.load_map("tags")
+        self.assertEqual(tags, SCHEMA_1_TAGS)
+
+    def test_failed_upgrade_changes_nothing(self) -> None:
+        """An upgrade that cannot finish is refused with StoreOpenError and rolled back:
+        the file stays at version 1 with its data."""
+        path = self.version_1_file("CREATE TABLE or_graves (x)")
+        error = self.assertRaises(StoreOpenError, SQLiteStore, path, reactor=reactor)
+        self.assertIn(repr(path), str(error))
+        self.assertIn("table or_graves already exists", str(error))
+        self.assertEqual(query(path, "PRAGMA user_version"), [(1,)])
+        self.assertEqual(query(path, "SELECT name FROM sqlite_master WHERE type = 'index'"), [])
+        self.assertEqual(query(path, "SELECT count(*) FROM lww"), [(2,)])
 
 
 class CorruptionTests(SQLiteFiles):

@@ -14,6 +14,7 @@ from topgun.store._errors import (
 from topgun.store._memory import MemoryStore
 from topgun.store._sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
 from topgun.store._types import (
+    AddORGrave,
     AddORTombstone,
     Change,
     DeleteLWW,
@@ -29,6 +30,7 @@ __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
     "STORE_FORMS",
+    "AddORGrave",
     "AddORTombstone",
     "Change",
     "DeleteLWW",

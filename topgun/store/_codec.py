@@ -16,6 +16,7 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.store._errors import StoreEncodingError, StoreError
 from topgun.store._types import (
+    AddORGrave,
     AddORTombstone,
     Change,
     DeleteLWW,
@@ -43,8 +44,10 @@ class Kind(enum.IntEnum):
     OR_REMOVE = 3
     # (map, tag)
     TOMBSTONE_ADD = 4
-    # (map, tag)
+    # (map, tag); also deletes the graves of that tag
     TOMBSTONE_DELETE = 5
+    # (map, key, tag)
+    GRAVE_ADD = 6
 
 
 SQLValue: TypeAlias = str | int | bytes | None
@@ -137,8 +140,9 @@ def _encode(change: Change) -> EncodedChange:
         )
     if isinstance(change, DeleteLWW):
         return Kind.LWW_DELETE, (text_field("map", change.map), text_field("key", change.key))
-    if isinstance(change, RemoveOR):
-        return Kind.OR_REMOVE, (
+    if isinstance(change, RemoveOR | AddORGrave):
+        kind = Kind.OR_REMOVE if isinstance(change, RemoveOR) else Kind.GRAVE_ADD
+        return kind, (
             text_field("map", change.map),
             text_field("key", change.key),
             text_field("tag", change.tag),
@@ -229,3 +233,14 @@ def decode_or_rows(map_name: str, rows: Iterable[Sequence[Any]]) -> dict[str, di
     except (TypeError, ValueError) as e:
         raise _corrupt(map_name, key, packed, e) from None
     return records
+
+
+def decode_grave_rows(rows: Iterable[Sequence[Any]]) -> dict[str, set[str]]:
+    """Graves, key → tags, from ``(key, tag)`` rows."""
+    graves: dict[str, set[str]] = {}
+    for key, tag in rows:
+        tags = graves.get(key)
+        if tags is None:
+            tags = graves[key] = set()
+        tags.add(tag)
+    return graves

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from topgun.store._codec import (
     Kind,
     Row,
+    decode_grave_rows,
     decode_lww_rows,
     decode_or_rows,
     encode_changes,
@@ -33,6 +34,8 @@ class MemoryStore:
         # map → key → tag → (value, millis, counter, node_id, ttl_ms)
         self._or: dict[str, dict[str, dict[str, Row]]] = {}
         self._tombstones: dict[str, set[str]] = {}
+        # map → key → tags of its graves
+        self._graves: dict[str, dict[str, set[str]]] = {}
         self._closed = False
 
     def start(self) -> None:
@@ -64,13 +67,17 @@ class MemoryStore:
                 ),
             ),
             set(self._tombstones.get(map_name, ())),
+            decode_grave_rows(
+                (key, tag) for key, tags in self._graves.get(map_name, {}).items() for tag in tags
+            ),
         )
 
     def map_names(self) -> Deferred[list[str]]:
-        """The sorted names of every map holding a record or a tombstone."""
+        """The sorted names of every map holding a record, a tombstone or a grave."""
         if self._closed:
             return fail(StoreClosedError("the memory store is closed"))
-        return succeed(sorted(self._lww.keys() | self._or.keys() | self._tombstones.keys()))
+        names = self._lww.keys() | self._or.keys() | self._tombstones.keys() | self._graves.keys()
+        return succeed(sorted(names))
 
     def commit(self, changes: Sequence[Change]) -> Deferred[None]:
         """Apply ``changes`` in order, all or nothing."""
@@ -107,11 +114,29 @@ class MemoryStore:
                 self._or.pop(map_name, None)
         elif kind is Kind.TOMBSTONE_ADD:
             self._tombstones.setdefault(map_name, set()).add(cast(str, row[1]))
+        elif kind is Kind.GRAVE_ADD:
+            graves = self._graves.setdefault(map_name, {})
+            graves.setdefault(cast(str, row[1]), set()).add(cast(str, row[2]))
         else:
+            tag = cast(str, row[1])
             tombstones = self._tombstones.get(map_name, set())
-            tombstones.discard(cast(str, row[1]))
+            tombstones.discard(tag)
             if not tombstones:
                 self._tombstones.pop(map_name, None)
+            self._forget_graves(map_name, tag)
+
+    def _forget_graves(self, map_name: str, tag: str) -> None:
+        """Drop every grave of ``tag`` in ``map_name`` (its tombstone was collected)."""
+        graves = self._graves.get(map_name)
+        if graves is None:
+            return
+        for key in [key for key, tags in graves.items() if tag in tags]:
+            tags = graves[key]
+            tags.discard(tag)
+            if not tags:
+                del graves[key]
+        if not graves:
+            del self._graves[map_name]
 
     def close(self) -> Deferred[None]:
         """Refuse every later operation; the data is dropped."""
@@ -119,4 +144,5 @@ class MemoryStore:
         self._lww.clear()
         self._or.clear()
         self._tombstones.clear()
+        self._graves.clear()
         return succeed(None)

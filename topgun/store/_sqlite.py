@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from topgun.store._codec import (
     EncodedChange,
     Kind,
+    decode_grave_rows,
     decode_lww_rows,
     decode_or_rows,
     encode_changes,
@@ -34,8 +35,12 @@ from topgun.store._codec import text_field as _text_field
 from topgun.store._errors import StoreClosedError, StoreError, StoreOpenError
 from topgun.store._types import Change, MapSnapshot
 
-SCHEMA_VERSION = 1
-"""The schema this code writes, kept in the database's ``user_version``."""
+SCHEMA_VERSION = 2
+"""The schema this code writes, kept in the database's ``user_version``.
+
+1: ``lww``, ``or_records``, ``or_tombstones``. 2: adds ``or_graves``. A file of an older
+version is upgraded when opened; a newer one is refused.
+"""
 
 APPLICATION_ID = 0x5447756E
 """``PRAGMA application_id`` of a topgun store (``"TGun"``): tells our files from others."""
@@ -77,23 +82,43 @@ _TABLES = {
             PRIMARY KEY (map, tag)
         ) WITHOUT ROWID
     """,
+    "or_graves": """
+        CREATE TABLE or_graves (
+            map TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            PRIMARY KEY (map, key, tag)
+        ) WITHOUT ROWID
+    """,
+}
+
+#: The schema version that added each table; the others date from version 1.
+_ADDED_IN = {"or_graves": 2}
+
+#: Statements that follow the creation of a table.
+_INDEXES = {
+    # Collecting a tombstone deletes its graves by tag.
+    "or_graves": ("CREATE INDEX or_graves_by_tag ON or_graves (map, tag)",),
 }
 
 _SQL = {
-    Kind.LWW_PUT: "INSERT OR REPLACE INTO lww"
-    " (map, key, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    Kind.LWW_DELETE: "DELETE FROM lww WHERE map = ? AND key = ?",
-    Kind.OR_PUT: "INSERT OR REPLACE INTO or_records"
-    " (map, key, tag, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    Kind.OR_REMOVE: "DELETE FROM or_records WHERE map = ? AND key = ? AND tag = ?",
-    Kind.TOMBSTONE_ADD: "INSERT OR IGNORE INTO or_tombstones (map, tag) VALUES (?, ?)",
-    Kind.TOMBSTONE_DELETE: "DELETE FROM or_tombstones WHERE map = ? AND tag = ?",
+    Kind.LWW_PUT: (
+        "INSERT OR REPLACE INTO lww"
+        " (map, key, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ),
+    Kind.LWW_DELETE: ("DELETE FROM lww WHERE map = ? AND key = ?",),
+    Kind.OR_PUT: (
+        "INSERT OR REPLACE INTO or_records (map, key, tag, value, millis, counter, node_id,"
+        " ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    ),
+    Kind.OR_REMOVE: ("DELETE FROM or_records WHERE map = ? AND key = ? AND tag = ?",),
+    Kind.TOMBSTONE_ADD: ("INSERT OR IGNORE INTO or_tombstones (map, tag) VALUES (?, ?)",),
+    Kind.TOMBSTONE_DELETE: (
+        "DELETE FROM or_tombstones WHERE map = ? AND tag = ?",
+        "DELETE FROM or_graves WHERE map = ? AND tag = ?",
+    ),
+    Kind.GRAVE_ADD: ("INSERT OR IGNORE INTO or_graves (map, key, tag) VALUES (?, ?, ?)",),
 }
-
-
-class _Layout(enum.Enum):
-    EMPTY = "empty"
-    CURRENT = "current"
 
 
 def _inspect(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
@@ -108,10 +133,11 @@ def _inspect(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
     return app_id, version, tables
 
 
-def _layout(path: str, conn: sqlite3.Connection) -> _Layout:
+def _layout(path: str, conn: sqlite3.Connection) -> int:
+    """The schema version of the file (0: empty), refusing what this code cannot open."""
     app_id, version, tables = _inspect(conn)
     if app_id == 0 and version == 0 and not tables:
-        return _Layout.EMPTY
+        return 0
     if app_id != APPLICATION_ID or version < 1:
         listed = ", ".join(sorted(tables)) or "none"
         raise StoreOpenError(
@@ -123,12 +149,41 @@ def _layout(path: str, conn: sqlite3.Connection) -> _Layout:
             f"{path!r} holds topgun store schema version {version}, written by a newer "
             f"topgun; this version understands schema {SCHEMA_VERSION} only"
         )
-    missing = _TABLES.keys() - tables
+    missing = {name for name in _TABLES if _ADDED_IN.get(name, 1) <= version} - tables
     if missing:
         raise StoreOpenError(
             f"{path!r} is a damaged topgun store: missing tables {', '.join(sorted(missing))}"
         )
-    return _Layout.CURRENT
+    return version
+
+
+def _upgrade(path: str, conn: sqlite3.Connection) -> None:
+    """Bring an empty file or an older schema to :data:`SCHEMA_VERSION`, atomically."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Checked again under the write lock: another process may have done it meanwhile.
+        version = _layout(path, conn)
+        if version < SCHEMA_VERSION:
+            for name, ddl in _TABLES.items():
+                if _ADDED_IN.get(name, 1) > version:
+                    conn.execute(ddl)
+                    for statement in _INDEXES.get(name, ()):
+                        conn.execute(statement)
+            if version == 0:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if 0 < version < SCHEMA_VERSION:
+        _log.info(
+            "SQLite store {path} upgraded from schema version {old} to {new}",
+            path=path,
+            old=version,
+            new=SCHEMA_VERSION,
+        )
 
 
 def _check_location(path: str) -> None:
@@ -198,7 +253,7 @@ class _Database:
     @staticmethod
     def _prepare(path: str, conn: sqlite3.Connection, synchronous: Synchronous) -> None:
         # Inspect before anything writes: a foreign database must be left exactly as it was.
-        layout = _layout(path, conn)
+        version = _layout(path, conn)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             _log.warn(
@@ -212,20 +267,8 @@ class _Database:
             # there and are ignored elsewhere.
             conn.execute("PRAGMA fullfsync = ON")
             conn.execute("PRAGMA checkpoint_fullfsync = ON")
-        if layout is _Layout.EMPTY:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Checked again under the write lock: another process may have created it.
-                if _layout(path, conn) is _Layout.EMPTY:
-                    for ddl in _TABLES.values():
-                        conn.execute(ddl)
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        if version < SCHEMA_VERSION:
+            _upgrade(path, conn)
 
     def apply(self, changes: list[EncodedChange]) -> None:
         """Apply ``changes`` in one transaction; on any error roll back and re-raise."""
@@ -236,7 +279,9 @@ class _Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, run in itertools.groupby(changes, key=lambda change: change[0]):
-                conn.executemany(_SQL[kind], [row for _, row in run])
+                rows = [row for _, row in run]
+                for sql in _SQL[kind]:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -255,10 +300,12 @@ class _Database:
             (map_name,),
         )
         tombstones = conn.execute("SELECT tag FROM or_tombstones WHERE map = ?", (map_name,))
+        graves = conn.execute("SELECT key, tag FROM or_graves WHERE map = ?", (map_name,))
         return MapSnapshot(
             decode_lww_rows(map_name, lww),
             decode_or_rows(map_name, or_records),
             {tag for (tag,) in tombstones},
+            decode_grave_rows(graves),
         )
 
     def map_names(self) -> list[str]:
@@ -347,11 +394,11 @@ class SQLiteStore:
 
     The constructor checks the path (without changing anything), so a bad path fails at
     once with :class:`StoreOpenError`. :meth:`start` opens the file (creating the current
-    schema in a new or empty file) and starts the writer thread; the constructor calls it
-    unless ``start=False``. A process that forks (``twistd`` daemonizing) must construct
-    with ``start=False`` and start after the fork: a forked child keeps neither the writer
-    thread nor, safely, an open SQLite connection. Operations requested before
-    :meth:`start` fail with :class:`StoreClosedError`.
+    schema in a new or empty file, upgrading an older schema) and starts the writer thread;
+    the constructor calls it unless ``start=False``. A process that forks (``twistd``
+    daemonizing) must construct with ``start=False`` and start after the fork: a forked
+    child keeps neither the writer thread nor, safely, an open SQLite connection.
+    Operations requested before :meth:`start` fail with :class:`StoreClosedError`.
 
     The journal is WAL and ``synchronous`` is ``FULL`` by default: a commit is on disk, and
     survives power loss, before its Deferred fires. ``NORMAL`` is faster and survives a
@@ -448,7 +495,7 @@ class SQLiteStore:
         return self._read(lambda db: db.load_map(name), f"load map {name!r}")
 
     def map_names(self) -> Deferred[list[str]]:
-        """The sorted names of every map holding a record or a tombstone."""
+        """The sorted names of every map holding a record, a tombstone or a grave."""
         return self._read(_Database.map_names, "list map names")
 
     def _read(self, read: Callable[[_Database], _T], what: str) -> Deferred[_T]:

@@ -56,26 +56,48 @@ class AddORTombstone:
 
 @dataclass(frozen=True, slots=True)
 class DeleteORTombstone:
-    """Remove ``tag`` from the OR tombstone set of ``map`` (tombstone garbage collection)."""
+    """Remove ``tag`` from the OR tombstone set of ``map`` (tombstone garbage collection).
+
+    Every grave of ``tag`` in ``map`` goes with it: a grave only names a tombstone.
+    """
 
     map: str
     tag: str
 
 
-Change: TypeAlias = PutLWW | DeleteLWW | PutOR | RemoveOR | AddORTombstone | DeleteORTombstone
+@dataclass(frozen=True, slots=True)
+class AddORGrave:
+    """Remember that ``key`` in ``map`` lost (or never held here) the record ``tag`` removed.
+
+    A key whose last record was removed leaves the OR Merkle tree; its graves are what the
+    server still lists for it, so that a client holding the removed record learns it is gone.
+    Graves stay until :class:`DeleteORTombstone` removes their tag; :class:`PutOR` and
+    :class:`RemoveOR` leave them alone.
+    """
+
+    map: str
+    key: str
+    tag: str
+
+
+Change: TypeAlias = (
+    PutLWW | DeleteLWW | PutOR | RemoveOR | AddORTombstone | DeleteORTombstone | AddORGrave
+)
 
 
 @dataclass(slots=True)
 class MapSnapshot:
     """Everything stored for one map; a fresh copy per load, owned by the caller.
 
-    ``or_records`` maps key → tag → record; ``or_tombstones`` is the map-wide tag set.
-    A map never written loads as an empty snapshot.
+    ``or_records`` maps key → tag → record; ``or_tombstones`` is the map-wide tag set;
+    ``or_graves`` maps key → the tags of its graves (see :class:`AddORGrave`). A map never
+    written loads as an empty snapshot.
     """
 
     lww: dict[str, LWWRecord] = field(default_factory=dict)
     or_records: dict[str, dict[str, ORRecord]] = field(default_factory=dict)
     or_tombstones: set[str] = field(default_factory=set)
+    or_graves: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -100,7 +122,7 @@ class Store(Protocol):
         ...
 
     def map_names(self) -> Deferred[list[str]]:
-        """The sorted names of every map that holds at least one record or tombstone."""
+        """The sorted names of every map that holds at least one record, tombstone or grave."""
         ...
 
     def commit(self, changes: Sequence[Change]) -> Deferred[None]:
