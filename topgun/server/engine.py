@@ -27,6 +27,7 @@ from topgun.crdt.ormap import ORMap
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
 from topgun.store import (
+    AddORGrave,
     AddORTombstone,
     Change,
     PutLWW,
@@ -128,17 +129,27 @@ class MapState:
     #: OR keys that lost records to tombstones: key → those tags. A key whose last record
     #: was removed leaves the OR Merkle tree, yet a client that missed the removal still
     #: holds it there; the leaf of its bucket must name the key with its tombstones, or the
-    #: client would keep the value forever.
+    #: client would keep the value forever. The store keeps them too (``AddORGrave``), so
+    #: a restart loses none. Tags are kept sorted: a leaf lists them in the same order
+    #: whatever order they were buried (or loaded) in.
     graves: dict[str, dict[str, None]] = field(default_factory=dict)
     #: Leaf path → keys in ``graves`` routed there.
     grave_buckets: dict[str, set[str]] = field(default_factory=dict)
 
-    def bury(self, key: str, tag: str) -> None:
+    def bury(self, key: str, tag: str) -> bool:
+        """Add the grave (``key``, ``tag``); False if it was already there."""
         tags = self.graves.get(key)
         if tags is None:
-            tags = self.graves[key] = {}
+            self.graves[key] = {tag: None}
             self.grave_buckets.setdefault(merkle_path(key)[:MERKLE_DEPTH], set()).add(key)
+            return True
+        if tag in tags:
+            return False
+        last = next(reversed(tags))
         tags[tag] = None
+        if tag < last:
+            self.graves[key] = dict.fromkeys(sorted(tags))
+        return True
 
 
 @dataclass(frozen=True)
@@ -244,6 +255,9 @@ class Engine:
             for record in records.values():
                 ormap.apply(key, record)
         state = MapState(name, lww, ormap)
+        for key, tags in snapshot.or_graves.items():
+            for tag in tags:
+                state.bury(key, tag)
         self._maps[name] = state
         for waiter in self._loading.pop(name, []):
             waiter.callback(state)
@@ -496,7 +510,7 @@ class Engine:
         events: list[_Event],
     ) -> None:
         """Add an OR record unless its tag is dead or it is already held (a resend)."""
-        if self._or_is_news(state, key, record):
+        if self._or_is_news(state, key, record, changes):
             self._or_store(state, key, record, changes, events)
 
     @staticmethod
@@ -516,11 +530,12 @@ class Engine:
             events.append(_Event(state.name, payload))
 
     @staticmethod
-    def _or_is_news(state: MapState, key: str, record: ORRecord) -> bool:
+    def _or_is_news(state: MapState, key: str, record: ORRecord, changes: list[Change]) -> bool:
         """Whether adding ``record`` would change the map (not removed, not already held)."""
         if state.ormap.is_tombstoned(record.tag):
             # Someone still holds a removed record: the next leaf of its bucket tells them.
-            state.bury(key, record.tag)
+            if state.bury(key, record.tag):
+                changes.append(AddORGrave(state.name, key, record.tag))
             return False
         held = state.ormap.record_map(key).get(record.tag)
         return held is None or (
@@ -536,7 +551,8 @@ class Engine:
         changes.append(AddORTombstone(state.name, tag))
         changes.extend(RemoveOR(state.name, owner, tag) for owner in owners)
         for owner in owners or [key]:
-            state.bury(owner, tag)
+            if state.bury(owner, tag):
+                changes.append(AddORGrave(state.name, owner, tag))
             events.append(
                 _Event(state.name, ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag))
             )
@@ -788,7 +804,7 @@ class Engine:
                     continue
                 self._tombstone(state, entry.key, tag, changes, events)
             for record in entry.records:
-                if not self._or_is_news(state, entry.key, record):
+                if not self._or_is_news(state, entry.key, record, changes):
                     # The stock client pushes back what it just synced: echoes need no PUT
                     # right (a read-only client would otherwise be denied on every sync).
                     continue
