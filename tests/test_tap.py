@@ -7,15 +7,17 @@ test so an operator's ``$JWT_SECRET`` never leaks in.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import txaio
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IServiceMaker, MultiService
+from twisted.application.service import IService, IServiceMaker, MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
@@ -32,10 +34,12 @@ from topgun.auth import JWTVerifier
 from topgun.crdt.records import LWWRecord, Timestamp
 from topgun.rbac import DEFAULT_POLICY, ReloadablePolicy
 from topgun.server.factory import ServerSettings
-from topgun.store import Change, MapSnapshot, MemoryStore, SQLiteStore
+from topgun.store import Change, MapSnapshot, MemoryStore, SQLiteStore, store_from_string
 from topgun.tap import (
+    DEFAULT_GC_THRESHOLD,
     DEFAULT_LISTEN,
     DEFAULT_STORE,
+    GCTuningService,
     Options,
     PolicyReloadService,
     ServerConfig,
@@ -95,6 +99,32 @@ class DefaultsTests(OptionsTestCase):
         self.assertTrue(config.node_id.startswith("topgun-"))
         self.assertNotIn(":", config.node_id)
         self.assertEqual(config.max_clock_drift_ms, 60_000)
+        self.assertEqual(config.gc_threshold, DEFAULT_GC_THRESHOLD)
+        self.assertEqual(DEFAULT_GC_THRESHOLD, (100_000, 50, 1000))
+
+    def test_gc_threshold_option(self) -> None:
+        """--gc-threshold takes one to three generations' thresholds (the rest keep the
+        default's) or 'off'; an embedder's ServerConfig leaves the collector alone."""
+        self.set_env_secret()
+        cases = {
+            "5000": (5000, 50, 1000),
+            "5000,20": (5000, 20, 1000),
+            "700,10,10": (700, 10, 10),
+            "off": None,
+            "OFF": None,
+        }
+        for text, expected in cases.items():
+            options = self.parse("--store", "memory:", "--gc-threshold", text)
+            self.assertEqual(ServerConfig.from_options(options).gc_threshold, expected, text)
+        config = ServerConfig(
+            listen=(),
+            verifier=None,
+            store=MemoryStore(),
+            settings=ServerSettings(require_auth=False),
+            node_id="n",
+            max_clock_drift_ms=1,
+        )
+        self.assertIsNone(config.gc_threshold)
 
     def test_listen_is_repeatable(self) -> None:
         """Every --listen is kept, in order, and replaces the default."""
@@ -258,6 +288,7 @@ class BadOptionTests(OptionsTestCase):
             "--max-message-size": ("0", "1.5", "lots", "65535"),
             "--max-clock-drift": ("0", "-1", "x", "inf"),
             "--jwt-leeway": ("-1", "x", "nan"),
+            "--gc-threshold": ("0", "-5", "1,2,3,4", "", "1,,2", "lots", "1.5"),
         }
         unnamed = []
         for option, values in cases.items():
@@ -269,6 +300,11 @@ class BadOptionTests(OptionsTestCase):
         self.assertEqual(
             self.parse_error("--store", "memory:", "--auth-timeout", "x"),
             "--auth-timeout: expected a positive float, got 'x'",
+        )
+        self.assertEqual(
+            self.parse_error("--store", "memory:", "--gc-threshold", "0,5"),
+            "--gc-threshold: expected 'off' or one to three comma-separated positive "
+            "integers, got '0,5'",
         )
 
     def test_message_size_below_the_pre_auth_size(self) -> None:
@@ -310,7 +346,8 @@ class MakeServiceTests(OptionsTestCase):
         return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
 
     def test_one_listener_per_listen_plus_the_store(self) -> None:
-        """makeService returns a MultiService: the store service and one per --listen."""
+        """makeService returns a MultiService: the store service, one per --listen, and
+        the garbage collector's tuning last."""
         self.set_env_secret()
         options = self.parse(
             "--store", "memory:", "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0"
@@ -320,10 +357,14 @@ class MakeServiceTests(OptionsTestCase):
         children: list[Any] = list(service)
         stores = [c for c in children if isinstance(c, StoreService)]
         listeners = [c for c in children if isinstance(c, StreamServerEndpointService)]
-        self.assertEqual(len(children), 3)
+        self.assertEqual(len(children), 4)
         self.assertEqual([s.store for s in stores], [options["store-instance"]])
         self.assertEqual(len(listeners), 2)
+        self.assertIsInstance(children[-1], GCTuningService)
+        self.assertEqual(children[-1].threshold, DEFAULT_GC_THRESHOLD)
         self.assertFalse(service.running)
+        without = makeService(self.parse("--store", "memory:", "--gc-threshold", "off"))
+        self.assertFalse(any(isinstance(c, GCTuningService) for c in cast_children(without)))
 
     def test_argv_secret_works_and_warns(self) -> None:
         """--jwt-secret configures the verifier; makeService warns that argv is visible."""
@@ -459,6 +500,72 @@ class PolicyOptionTests(OptionsTestCase):
         self.assertIn(
             f"policy {path}: 0 rules, everything else denied; SIGHUP reloads the file", infos
         )
+
+
+def cast_children(service: IService) -> list[Any]:
+    assert isinstance(service, MultiService)
+    return list(service)
+
+
+class Cycle:
+    """An object that refers to itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+class GCTuningTests(SynchronousTestCase):
+    """The collector is process-wide: every test puts its state back."""
+
+    def setUp(self) -> None:
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        self.addCleanup(gc.unfreeze)
+
+    def test_start_collects_freezes_and_raises_thresholds(self) -> None:
+        """Starting collects garbage, freezes what is left and sets the thresholds;
+        stopping unfreezes and puts the previous thresholds back."""
+        before = gc.get_threshold()
+        garbage = Cycle()
+        dead = weakref.ref(garbage)
+        del garbage
+        service = GCTuningService((123_456, 7, 89))
+        service.startService()
+        self.assertIsNone(dead())  # collected, not frozen forever
+        self.assertEqual(gc.get_threshold(), (123_456, 7, 89))
+        self.assertGreater(gc.get_freeze_count(), 0)
+        service.stopService()
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.assertFalse(service.running)
+
+    def test_starts_after_the_store_and_listeners(self) -> None:
+        """build_service adds the tuning as the last child, so it starts once the store is
+        open; a store that cannot open leaves the collector alone."""
+        before = gc.get_threshold()
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = store_from_string(f"sqlite:{path}", cast(Any, reactor), start=False)
+        path.write_bytes(b"written by something else\n" * 500)
+        config = ServerConfig(
+            listen=("tcp:0:interface=127.0.0.1",),
+            verifier=None,
+            store=store,
+            settings=ServerSettings(require_auth=False),
+            node_id="n",
+            max_clock_drift_ms=1,
+            gc_threshold=(5000, 5, 5),
+        )
+        service = build_service(config, reactor)
+        children: list[Any] = list(service)
+        self.assertIsInstance(children[-1], GCTuningService)
+        service.startService()
+        self.assertTrue(reactor.hasStopped)
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertFalse(children[-1].running)
+        self.assertIsNone(self.successResultOf(service.stopService()))
 
 
 class PluginTests(SynchronousTestCase):
