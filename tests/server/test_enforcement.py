@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
@@ -15,6 +17,7 @@ from topgun.auth.principal import Principal
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import Action, Decision, ReloadablePolicy
+from topgun.store import Change, MemoryStore
 from topgun.wire import (
     ClientOp,
     Error,
@@ -23,6 +26,8 @@ from topgun.wire import (
     OpBatch,
     OpKind,
     OpRejected,
+    ORMapDiffRequest,
+    ORMapDiffResponse,
     ORMapEntry,
     ORMapPushDiff,
     Query,
@@ -181,6 +186,81 @@ class FieldRedactionTests(SynchronousTestCase):
             [(r.key, r.record.value) for r in leaf.records if r.key == "a"],
             [("a", {"title": "A"})],
         )
+
+    def test_or_diff_response_is_redacted_and_read_checked(self) -> None:
+        """ORMAP_DIFF_RESPONSE values are redacted for a field-limited reader, and a reader
+        without READ gets ERROR 403 instead."""
+        server = make_server(self, policy=TablePolicy())
+        record = ORRecord({"title": "A", "salary": 100}, ts(), "t1")
+        seed(server, ClientOp("tags", "k", OpKind.OR_ADD, id="1", or_record=record))
+        reader = server.login("bob", roles=("LIMITED",))
+        reader.send(ORMapDiffRequest("tags", ["k"]))
+        reader.send(ORMapDiffRequest("hidden.tags", ["k"]))
+        server.flush()
+        redacted = ORRecord({"title": "A"}, ts(), "t1")
+        details = {"mapName": "hidden.tags", "action": "READ"}
+        self.assertEqual(
+            reader.take(),
+            [
+                ORMapDiffResponse("tags", [ORMapEntry("k", [redacted], [])]),
+                Error(403, "READ on hidden.tags denied", details),
+            ],
+        )
+
+
+class HeldStore(MemoryStore):
+    """The memory store with every commit held until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Deferred[None], list[Change]]] = []
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        waiting: Deferred[None] = Deferred()
+        self.held.append((waiting, list(changes)))
+        return waiting
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for waiting, changes in held:
+            MemoryStore.commit(self, changes).chainDeferred(waiting)
+
+
+class ListenerTests(SynchronousTestCase):
+    """Writes to a map nobody listens to build no events; listening starts from the map."""
+
+    def test_a_reader_arriving_between_apply_and_commit_misses_nothing(self) -> None:
+        """A write applied while nobody listens, committed after a reader subscribed, is in
+        the reader's QUERY_RESP; later writes reach the reader live."""
+        store = HeldStore()
+        server = make_server(self, store=store)
+        writer = server.login()
+        writer.send(OpBatch([put("1", "a", {"title": "A"}, ts())]))
+        server.flush()
+        reader = server.login("bob")
+        reader.send(QuerySub("q", "todos", Query()))
+        server.flush()
+        self.assertEqual(reader.take(), [QueryResp("q", [QueryResult("a", {"title": "A"})])])
+        store.release()
+        server.flush()
+        self.assertEqual(writer.take(), [OpAck("1", achieved_level="APPLIED")])
+        writer.send(OpBatch([put("2", "b", {"title": "B"}, ts(1))]))
+        server.flush()
+        store.release()
+        server.flush()
+        received = reader.take()
+        self.assertIn(QueryUpdate("q", "b", "ENTER", {"title": "B"}), received)
+
+    def test_the_writers_own_query_is_updated(self) -> None:
+        """A writer alone on a map still gets QUERY_UPDATE for its own live query."""
+        server = make_server(self)
+        writer = server.login()
+        writer.send(QuerySub("q", "todos", Query()))
+        server.flush()
+        writer.take()
+        writer.send(OpBatch([put("1", "a", {"title": "A"}, ts())]))
+        server.flush()
+        self.assertIn(QueryUpdate("q", "a", "ENTER", {"title": "A"}), writer.take())
 
 
 class PolicyReloadTests(SynchronousTestCase):

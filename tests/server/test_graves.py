@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.server._harness import NOW, RecordingClient, Server, make_server
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.records import ORRecord, Timestamp
+from topgun.server.engine import MAX_GRAVES_PER_TAG
 from topgun.store import AddORGrave, Change, MapSnapshot, MemoryStore, SQLiteStore
 from topgun.wire import (
     ClientOp,
@@ -171,6 +172,22 @@ class GraveTests(SynchronousTestCase):
         second = make_server(self, store=store)
         reader = second.login("bob")
         self.assertEqual(leaf(second, reader, k), before)
+
+    def test_resent_records_dig_a_bounded_number_of_graves(self) -> None:
+        """A client resending a removed record under ever new keys buries its tag under at
+        most MAX_GRAVES_PER_TAG keys: graves cannot grow without REMOVE rights."""
+        store = RecordingStore()
+        server = make_server(self, store=store)
+        client = server.login()
+        client.send(OpBatch([or_add("1", "k", "red", "t1"), or_remove("2", "k", "t1")]))
+        server.flush()
+        stale = [ORRecord("red", ts(), "t1")]
+        for n in range(20):
+            client.send(ORMapPushDiff(MAP, [ORMapEntry(f"other-{n}", stale, [])]))
+        server.flush()
+        graves = self.successResultOf(store.load_map(MAP)).or_graves
+        self.assertEqual(len(graves), MAX_GRAVES_PER_TAG)
+        self.assertEqual(graves["k"], {"t1"})
 
 
 class RestartTests(TestCase):

@@ -27,6 +27,8 @@ from topgun.wire import (
     OpBatch,
     OpKind,
     OpRejected,
+    ORMapDiffRequest,
+    ORMapDiffResponse,
     ORMapEntry,
     ORMapMerkleReqBucket,
     ORMapPushDiff,
@@ -518,6 +520,41 @@ class MerkleSyncTests(SynchronousTestCase):
         [leaf] = writer.take()
         assert isinstance(leaf, ORMapSyncRespLeaf)
         self.assertIn(ORMapEntry("k", [], ["t9"]), leaf.entries)
+
+    def test_or_diff_request_answers_the_keys_asked_for(self) -> None:
+        """ORMAP_DIFF_REQUEST gets ORMAP_DIFF_RESPONSE with one entry per key the map holds
+        or lost (records and that key's tombstones), none for unknown keys, each key once."""
+        server = make_server(self)
+        writer = server.login()
+        writer.send(
+            OpBatch(
+                [
+                    ClientOp(
+                        "tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1")
+                    ),
+                    ClientOp(
+                        "tags", "gone", OpKind.OR_ADD, id="2", or_record=ORRecord("b", ts(), "t2")
+                    ),
+                    ClientOp("tags", "gone", OpKind.OR_REMOVE, id="3", or_tag="t2"),
+                ]
+            )
+        )
+        server.flush()
+        reader = server.login("bob")
+        reader.send(ORMapDiffRequest("tags", ["k", "unknown", "gone", "k"]))
+        server.flush()
+        self.assertEqual(
+            reader.take(),
+            [
+                ORMapDiffResponse(
+                    "tags",
+                    [
+                        ORMapEntry("k", [ORRecord("a", ts(), "t1")], []),
+                        ORMapEntry("gone", [], ["t2"]),
+                    ],
+                )
+            ],
+        )
 
 
 class FailingStore(MemoryStore):

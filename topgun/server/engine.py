@@ -49,6 +49,8 @@ from topgun.wire import (
     OpBatch,
     OpKind,
     OpRejected,
+    ORMapDiffRequest,
+    ORMapDiffResponse,
     ORMapEntry,
     ORMapMerkleReqBucket,
     ORMapPushDiff,
@@ -83,6 +85,8 @@ _HEX = frozenset("0123456789abcdef")
 DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
 #: At most one SYNC_RESET_REQUIRED per connection and map in this many milliseconds.
 DEFAULT_SYNC_RESET_INTERVAL_MS = 10_000
+#: Keys one removed tag may be buried under through resent records (see MapState.bury).
+MAX_GRAVES_PER_TAG = 4
 
 
 class Connection(Protocol):
@@ -135,6 +139,18 @@ class MapState:
     graves: dict[str, dict[str, None]] = field(default_factory=dict)
     #: Leaf path → keys in ``graves`` routed there.
     grave_buckets: dict[str, set[str]] = field(default_factory=dict)
+    #: Tag → how many keys it is buried under. A resent removed record digs a grave only
+    #: while its tag has fewer than :data:`MAX_GRAVES_PER_TAG`, so no client, not even a
+    #: read-only one, can make graves outnumber the tombstones (REMOVE rights) behind them
+    #: by more than that factor.
+    grave_tags: dict[str, int] = field(default_factory=dict)
+
+    def listened(self, writer: Session) -> bool:
+        """Whether anyone but ``writer`` may hear of a change: another interested session,
+        or a live query (the writer's own included). Nobody listening, a write builds no
+        events: whoever starts listening later reads the map, change included."""
+        sessions = self.sessions
+        return bool(self.subscriptions) or len(sessions) > (writer in sessions)
 
     def bury(self, key: str, tag: str) -> bool:
         """Add the grave (``key``, ``tag``); False if it was already there."""
@@ -142,13 +158,14 @@ class MapState:
         if tags is None:
             self.graves[key] = {tag: None}
             self.grave_buckets.setdefault(merkle_path(key)[:MERKLE_DEPTH], set()).add(key)
-            return True
-        if tag in tags:
+        elif tag in tags:
             return False
-        last = next(reversed(tags))
-        tags[tag] = None
-        if tag < last:
-            self.graves[key] = dict.fromkeys(sorted(tags))
+        else:
+            last = next(reversed(tags))
+            tags[tag] = None
+            if tag < last:
+                self.graves[key] = dict.fromkeys(sorted(tags))
+        self.grave_tags[tag] = self.grave_tags.get(tag, 0) + 1
         return True
 
 
@@ -384,6 +401,8 @@ class Engine:
             )
         if isinstance(message, ORMapPushDiff):
             return self._push_diff(session, message)
+        if isinstance(message, ORMapDiffRequest):
+            return self._read(session, message.map_name, lambda: self._or_diff(session, message))
         if isinstance(message, DeviceHello | ClientApplyAck | QuerySyncInit):
             return None  # tolerated, deliberately unanswered (protocol §5.1)
         session.connection.send(
@@ -469,7 +488,7 @@ class Engine:
                 continue
             if timestamp is not None:
                 self.hlc.update(timestamp)
-            self._apply_op(state, op, changes, events)
+            self._apply_op(state, op, changes, events if state.listened(session) else None)
             applied.append(op)
         if denied_maps:
             send(Error(403, "write access denied for map: " + ", ".join(denied_maps)))
@@ -484,15 +503,18 @@ class Engine:
         )
 
     def _apply_op(
-        self, state: MapState, op: ClientOp, changes: list[Change], events: list[_Event]
+        self, state: MapState, op: ClientOp, changes: list[Change], events: list[_Event] | None
     ) -> None:
+        """Merge one authorized op; queue its change, and its event unless ``events`` is
+        None (nobody listens)."""
         name, key = op.map_name, op.key
         if op.kind in (OpKind.PUT, OpKind.REMOVE):
             record = op.record or LWWRecord(None, self.hlc.now())
             if state.lww.merge(key, record):
                 changes.append(PutLWW(name, key, record))
-                event_type = "REMOVE" if record.value is None else "PUT"
-                events.append(_Event(name, ServerEventPayload(name, event_type, key, record)))
+                if events is not None:
+                    event_type = "REMOVE" if record.value is None else "PUT"
+                    events.append(_Event(name, ServerEventPayload(name, event_type, key, record)))
         elif op.kind is OpKind.OR_ADD:
             assert op.or_record is not None
             self._or_add(state, key, op.or_record, changes, events)
@@ -507,7 +529,7 @@ class Engine:
         key: str,
         record: ORRecord,
         changes: list[Change],
-        events: list[_Event],
+        events: list[_Event] | None,
     ) -> None:
         """Add an OR record unless its tag is dead or it is already held (a resend)."""
         if self._or_is_news(state, key, record, changes):
@@ -519,11 +541,13 @@ class Engine:
         key: str,
         record: ORRecord,
         changes: list[Change],
-        events: list[_Event],
+        events: list[_Event] | None,
     ) -> None:
         """Apply a record :meth:`_or_is_news` accepted; queue its change and event."""
         if state.ormap.apply(key, record):
             changes.append(PutOR(state.name, key, record))
+            if events is None:
+                return
             payload = ServerEventPayload(
                 state.name, "OR_ADD", key, or_record=record, or_tag=record.tag
             )
@@ -534,7 +558,11 @@ class Engine:
         """Whether adding ``record`` would change the map (not removed, not already held)."""
         if state.ormap.is_tombstoned(record.tag):
             # Someone still holds a removed record: the next leaf of its bucket tells them.
-            if state.bury(key, record.tag):
+            # A tag is buried under the key its remove named, and a pushed tombstone names
+            # whatever key its entry was for; so the key a record is resent under gets a
+            # grave too, up to a bound.
+            buried = state.grave_tags.get(record.tag, 0)
+            if buried < MAX_GRAVES_PER_TAG and state.bury(key, record.tag):
                 changes.append(AddORGrave(state.name, key, record.tag))
             return False
         held = state.ormap.record_map(key).get(record.tag)
@@ -543,7 +571,12 @@ class Engine:
         )
 
     def _tombstone(
-        self, state: MapState, key: str, tag: str, changes: list[Change], events: list[_Event]
+        self,
+        state: MapState,
+        key: str,
+        tag: str,
+        changes: list[Change],
+        events: list[_Event] | None,
     ) -> None:
         if state.ormap.is_tombstoned(tag):
             return
@@ -553,9 +586,9 @@ class Engine:
         for owner in owners or [key]:
             if state.bury(owner, tag):
                 changes.append(AddORGrave(state.name, owner, tag))
-            events.append(
-                _Event(state.name, ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag))
-            )
+            if events is not None:
+                payload = ServerEventPayload(state.name, "OR_REMOVE", owner, or_tag=tag)
+                events.append(_Event(state.name, payload))
 
     def _committed(
         self,
@@ -761,12 +794,30 @@ class Engine:
                 ORMapSyncRespBuckets(message.map_name, path, tree.buckets(path))
             )
             return
-        decision = self._authorize(session, Action.READ, message.map_name)
         keys = dict.fromkeys(tree.keys_in_bucket(path))
         keys.update(dict.fromkeys(sorted(state.grave_buckets.get(path, ()))))
-        # Each entry carries the tombstones of its own key, not the whole map-wide set:
-        # that is what the client needs to drop removed records, at a bounded frame size.
-        entries = [
+        entries = self._or_entries(session, state, keys)
+        session.connection.send(ORMapSyncRespLeaf(message.map_name, path, entries))
+
+    def _or_diff(self, session: Session, message: ORMapDiffRequest) -> None:
+        """The entries of the keys asked for (none for a key the map never held)."""
+        state = self._maps[message.map_name]
+        keys = (
+            key
+            for key in dict.fromkeys(message.keys)
+            if state.ormap.records(key) or key in state.graves
+        )
+        entries = self._or_entries(session, state, keys)
+        session.connection.send(ORMapDiffResponse(message.map_name, entries))
+
+    def _or_entries(
+        self, session: Session, state: MapState, keys: Iterable[str]
+    ) -> list[ORMapEntry]:
+        """OR entries as ``session`` may read them: live records (field rules applied) and
+        the key's own tombstones, not the whole map-wide set: that is what a client needs to
+        drop removed records, at a bounded frame size."""
+        decision = self._authorize(session, Action.READ, state.name)
+        return [
             ORMapEntry(
                 key,
                 [_redact_or_record(r, decision) for r in state.ormap.records(key)],
@@ -774,7 +825,6 @@ class Engine:
             )
             for key in keys
         ]
-        session.connection.send(ORMapSyncRespLeaf(message.map_name, path, entries))
 
     def _push_diff(self, session: Session, message: ORMapPushDiff) -> Deferred[None] | None:
         return self._with_maps(
@@ -791,7 +841,7 @@ class Engine:
         state = self._maps[message.map_name]
         name = state.name
         changes: list[Change] = []
-        events: list[_Event] = []
+        events: list[_Event] | None = [] if state.listened(session) else None
         denial: tuple[Action, Decision] | None = None
         for entry in message.entries:
             for tag in entry.tombstones:
@@ -825,7 +875,7 @@ class Engine:
             return
         committed = self.store.commit(changes)
         committed.addCallbacks(
-            lambda _: self._fan_out(session, events),
+            lambda _: self._fan_out(session, events or []),
             self._commit_failed,
             errbackArgs=(session, {name}),
         )
