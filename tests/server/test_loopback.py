@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
+import autobahn.websocket.protocol
 import txaio
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
@@ -48,6 +50,7 @@ from topgun.rbac import ReloadablePolicy
 from topgun.server.authfsm import CLOSE_AUTH_FAILED
 from topgun.server.engine import Engine
 from topgun.server.factory import ServerSettings, TopGunServerFactory
+from topgun.server.protocol import TopGunServerProtocol
 from topgun.server.web import build_root
 from topgun.store import MemoryStore, SQLiteStore, Store
 from topgun.tap import Options, ServerConfig
@@ -173,6 +176,36 @@ class HandshakeTests(LoopbackTestCase):
         self.assertEqual(failed.error, "bad signature")
         code, _reason = await client.when_closed()
         self.assertEqual(code, CLOSE_AUTH_FAILED)
+
+    async def test_autobahn_options_are_copied_without_being_formatted(self) -> None:
+        """Each connection gets every Autobahn option of the factory, and Autobahn
+        pretty-prints none of them for its debug log on the way (that cost a fifth of a
+        handshake's CPU). Fails if a new Autobahn copies its options some other way."""
+        self.assertIsInstance(WebSocketServerProtocol.CONFIG_ATTRS, list)
+        self.assertIn("maxMessagePayloadSize", WebSocketServerProtocol.CONFIG_ATTRS)
+        formatted: list[object] = []  # what Autobahn formatted for a server connection
+        pformat: Callable[..., str] = getattr(autobahn.websocket.protocol, "pformat")  # noqa: B009
+
+        def recording(value: object, *args: Any, **kwargs: Any) -> str:
+            caller = sys._getframe(1).f_locals.get("self")
+            if isinstance(caller, TopGunServerProtocol) and value:
+                formatted.append(value)
+            return pformat(value, *args, **kwargs)
+
+        self.patch(autobahn.websocket.protocol, "pformat", recording)
+        running = await self.serve(make_config())
+        client = await self.open_tcp(running.port)
+        await client.expect(AuthRequired)
+        factory = cast(Any, running.service).factory
+        [protocol] = factory._live
+        differ = [
+            name
+            for name in WebSocketServerProtocol.CONFIG_ATTRS
+            if getattr(protocol, name) != getattr(factory, name)
+        ]
+        self.assertEqual(differ, [])
+        self.assertEqual(protocol.maxMessagePayloadSize, 64 * 1024)
+        self.assertEqual(formatted, [])
 
 
 class TLSTests(LoopbackTestCase):

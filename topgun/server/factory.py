@@ -20,6 +20,8 @@ DEFAULT_PRE_AUTH_MESSAGE_SIZE = 64 * 1024
 #: After AUTH_ACK the stock client sends its whole offline queue as one OP_BATCH
 #: (protocol §1.1), so the limit is generous.
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Writes of one connection that may wait for their commit before it is read no further.
+DEFAULT_MAX_PENDING_BATCHES = 4
 #: How long :meth:`TopGunServerFactory.close_connections` waits for connections to end.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
@@ -42,12 +44,19 @@ class ServerSettings:
     #: Bounds on each decoded frame; ``None`` (the default) derives them from
     #: ``max_message_size`` (see :attr:`frame_limits`).
     limits: Limits | None = None
+    #: Backpressure: once this many OP_BATCH (or single-op) messages of a connection wait
+    #: for their commit, its later messages wait and reading from its socket pauses until
+    #: an OP_ACK goes out. A few keep group commits full while bounding how much one
+    #: connection makes the others wait.
+    max_pending_batches: int = DEFAULT_MAX_PENDING_BATCHES
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.auth_timeout) and self.auth_timeout > 0):
             raise ValueError("auth_timeout must be a positive number of seconds")
         if self.pre_auth_message_size < 1 or self.max_message_size < self.pre_auth_message_size:
             raise ValueError("max_message_size must be at least pre_auth_message_size")
+        if self.max_pending_batches < 1:
+            raise ValueError("max_pending_batches must be at least 1")
 
     @property
     def frame_limits(self) -> Limits:

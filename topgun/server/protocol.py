@@ -8,9 +8,10 @@ and turns the machine's and the engine's outputs into frames and close codes.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,8 +27,11 @@ from topgun.wire import (
     AuthAck,
     AuthFail,
     AuthRequired,
+    ClientOpMessage,
     Error,
     Message,
+    OpAck,
+    OpBatch,
     ProtocolError,
     UnsupportedMessageType,
     decode,
@@ -62,12 +66,32 @@ CLOSE_OVERLOADED = 4029
 CLOSE_GOING_AWAY = 1001
 SHUTTING_DOWN = "server shutting down"
 
+#: Messages whose answer is an OP_ACK once their changes are committed (protocol §4.4).
+_WRITES = (OpBatch, ClientOpMessage)
+#: ERROR code the engine sends instead of an OP_ACK when a write cannot be stored.
+_STORAGE_ERROR = 500
+
+#: Autobahn copies these options from the factory onto every connection, in
+#: ``WebSocketProtocol._connectionMade``, and there also pretty-prints all of them, with
+#: their values, for a debug log line built whether or not debug logging is on: ~0.3 ms
+#: per connection, a fifth of a handshake's CPU. TopGunServerProtocol copies them itself
+#: and gives Autobahn an empty list. Should a future Autobahn drop the attribute, this is
+#: None and Autobahn's own code runs unchanged.
+_AUTOBAHN_CONFIG_ATTRS: tuple[str, ...] | None = (
+    tuple(WebSocketServerProtocol.CONFIG_ATTRS)
+    if isinstance(getattr(WebSocketServerProtocol, "CONFIG_ATTRS", None), list | tuple)
+    else None
+)
+
 
 class TopGunServerProtocol(WebSocketServerProtocol):
     """One client connection."""
 
     factory: TopGunServerFactory
     _log = Logger()
+
+    if _AUTOBAHN_CONFIG_ATTRS is not None:
+        CONFIG_ATTRS: list[str] = []  # see _AUTOBAHN_CONFIG_ATTRS; _connectionMade copies
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +100,20 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         self._queue: deque[Message] = deque()
         self._busy = False
         self._ended = False
+        #: Writes handed to the engine whose OP_ACK (or storage ERROR) is not sent yet.
+        self._writes = 0
+        #: Whether this protocol paused its transport's reading (backpressure).
+        self._paused = False
+        self._wake: IDelayedCall | None = None
+
+    def _connectionMade(self) -> None:
+        if _AUTOBAHN_CONFIG_ATTRS is not None:
+            # What Autobahn's loop does: the factory's value unless this class or instance
+            # sets its own.
+            for name in _AUTOBAHN_CONFIG_ATTRS:
+                if not hasattr(self, name):
+                    setattr(self, name, getattr(self.factory, name))
+        super()._connectionMade()
 
     # --- Autobahn callbacks --------------------------------------------------------------
 
@@ -140,14 +178,30 @@ class TopGunServerProtocol(WebSocketServerProtocol):
             session, self._session = self._session, None
             self._queue.clear()
             self.factory.engine.detach(session)
+        # Ended first: a paused transport of a closed connection is never resumed.
         self._ended = True
+        if self._wake is not None:
+            if self._wake.active():
+                self._wake.cancel()
+            self._wake = None
         self._release()
+
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        super().sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=isReply)
+        # Closing: read again, or the peer's closing frame would wait behind the pause.
+        self._update_flow()
 
     # --- sending -------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
         """Encode and send one message (dropped if the connection is already closing)."""
         self.send_frame(encode(message))
+        if isinstance(message, OpAck) or (
+            isinstance(message, Error) and message.code == _STORAGE_ERROR
+        ):
+            self._write_done()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an already-encoded frame (fan-out encodes once for many connections)."""
@@ -205,23 +259,30 @@ class TopGunServerProtocol(WebSocketServerProtocol):
             self.sendClose(CLOSE_OVERLOADED, "too many messages in flight")
             return
         self._queue.append(message)
-        if not self._busy:
-            self._drain()
+        self._drain()
 
     def _drain(self) -> None:
         engine = self.factory.engine
-        while self._queue and self._session is not None:
-            message = self._queue.popleft()
+        limit = self.factory.settings.max_pending_batches
+        while self._queue and self._session is not None and not self._busy:
+            message = self._queue[0]
+            write = isinstance(message, _WRITES)
+            if write and self._writes >= limit:
+                break  # the next OP_ACK hands it over (see _write_done)
+            self._queue.popleft()
+            if write:
+                self._writes += 1
             try:
                 pending = engine.handle(self._session, message)
             except Exception:
                 self._log.failure("error handling {type}", type=message.TYPE)
+                # An ERROR 500 also settles the write, if this was one (see send).
                 self.send(Error(code=500, message=f"{message.TYPE}: internal server error"))
                 continue
             if pending is not None:
                 self._busy = True
                 pending.addBoth(self._resume)
-                return
+        self._update_flow()
 
     def _resume(self, result: object) -> None:
         self._busy = False
@@ -229,6 +290,54 @@ class TopGunServerProtocol(WebSocketServerProtocol):
             self._log.failure("error handling a message", failure=result)
         self._drain()
         self._release()
+
+    # --- backpressure ----------------------------------------------------------------------
+    #
+    # A client that sends writes without waiting for their OP_ACKs would otherwise have its
+    # whole socket buffer read and merged in every reactor turn; with many such clients a
+    # turn lasts seconds, and commits (which complete between turns) and every OP_ACK wait
+    # that long. So once max_pending_batches writes of a connection wait for their commit,
+    # later messages wait in its queue, and reading from its socket pauses until the queue
+    # is empty and fewer writes are pending: TCP flow control then holds the client back.
+    #
+    # The engine tells a write's outcome only through what it sends: exactly one OP_ACK
+    # once committed (also for a batch of denied ops, or unstorable values), or ERROR 500
+    # when the batch could not be stored or its map not loaded. So those two messages are
+    # what count writes down; a stray ERROR 500 (a read whose map failed to load) can only
+    # let one more write in early, never hold a connection paused.
+
+    def _write_done(self) -> None:
+        if self._writes == 0:
+            return
+        self._writes -= 1
+        if self._wake is None and not self._ended:
+            # Not now: OP_ACK is sent from inside the engine's commit callback, which must
+            # finish (fan-out) before the engine is handed the next message.
+            self._wake = self.factory.clock.callLater(0, self._wake_up)
+
+    def _wake_up(self) -> None:
+        self._wake = None
+        self._drain()
+
+    def _update_flow(self) -> None:
+        """Pause or resume reading, as the connection's backlog requires."""
+        if self._ended or self.transport is None:
+            return
+        throttle = (
+            self.state == WebSocketServerProtocol.STATE_OPEN
+            and self._session is not None
+            and (bool(self._queue) or self._writes >= self.factory.settings.max_pending_batches)
+        )
+        if throttle == self._paused:
+            return
+        self._paused = throttle
+        # Every stream transport Twisted gives a protocol (TCP, TLS, UNIX) is a push
+        # producer of the bytes it reads.
+        reading = cast(IPushProducer, self.transport)
+        if throttle:
+            reading.pauseProducing()
+        else:
+            reading.resumeProducing()
 
     def _release(self) -> None:
         # A shutdown closes the store once every connection has ended: closed, and done
