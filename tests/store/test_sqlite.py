@@ -25,10 +25,13 @@ from topgun.store import (
     AddORGrave,
     AddORTombstone,
     Change,
+    DeleteLWW,
     DeleteORTombstone,
     MapSnapshot,
+    MemoryStore,
     PutLWW,
     PutOR,
+    RemoveOR,
     SQLiteStore,
     Store,
     StoreClosedError,
@@ -649,3 +652,76 @@ class CorruptionTests(SQLiteFiles):
         self.assertIn(
             "corrupt value in map 'text' key 'k': expected a BLOB, found str", str(failure)
         )
+
+
+def mixed_changes(count: int) -> list[Change]:
+    """Runs of every kind of change, long enough to span several multi-row statements, that
+    keep hitting the same rows: later changes must win over earlier ones in the same run."""
+    changes: list[Change] = []
+    for i in range(count):
+        changes.append(PutLWW("m", f"k{i % 97}", lww(i)))
+    changes += [DeleteLWW("m", f"k{i}") for i in range(0, 97, 3)]
+    for i in range(count):
+        changes.append(PutOR("o", f"k{i % 13}", orr(i, f"t{i % 41}")))
+    changes += [RemoveOR("o", f"k{i % 13}", f"t{i % 41}") for i in range(0, 41, 2)]
+    changes += [AddORTombstone("o", f"t{i % 300}") for i in range(count)]
+    changes += [AddORGrave("o", f"k{i % 7}", f"t{i % 300}") for i in range(count)]
+    changes += [DeleteORTombstone("o", f"t{i}") for i in range(0, 300, 5)]
+    changes += [PutLWW("m", f"k{i % 97}", lww(-i)) for i in range(50)]
+    return changes
+
+
+class ManyRowsTests(SQLiteFiles):
+    """Large commits are written in multi-row statements, with the meaning of one per row."""
+
+    @inlineCallbacks
+    def test_large_commit_stores_what_memory_stores(self) -> Generator[Deferred[Any], Any, None]:
+        """A commit of thousands of changes leaves what MemoryStore leaves, later changes to
+        a row winning over earlier ones across statement boundaries."""
+        changes = mixed_changes(1500)
+        memory = MemoryStore()
+        memory.start()
+        yield memory.commit(changes)
+        store = self.open_store()
+        yield store.commit(changes)
+        for name in ("m", "o"):
+            stored = yield store.load_map(name)
+            expected = yield memory.load_map(name)
+            self.assertEqual(stored, expected)
+        snapshot = yield store.load_map("m")
+        self.assertEqual(snapshot.lww["k1"], lww(-1))
+        self.assertEqual(snapshot.lww["k50"], lww(1408))
+        self.assertNotIn("k51", snapshot.lww)
+
+    @inlineCallbacks
+    def test_statements_per_commit(self) -> Generator[Deferred[Any], Any, None]:
+        """1,000 puts take a handful of INSERT statements, not one step per row."""
+        store = self.open_store()
+        inserts: list[str] = []
+
+        def trace(sql: str) -> None:
+            if sql.startswith("INSERT"):
+                inserts.append(sql)
+
+        yield store._read(lambda db: db._conn.set_trace_callback(trace), "trace")
+        yield store.commit([PutLWW("m", f"k{i}", lww(i)) for i in range(1000)])
+        yield store._read(lambda db: db._conn.set_trace_callback(None), "untrace")
+        self.assertLessEqual(len(inserts), 10)
+        snapshot = yield store.load_map("m")
+        self.assertEqual(len(snapshot.lww), 1000)
+
+    @inlineCallbacks
+    def test_low_parameter_limit(self) -> Generator[Deferred[Any], Any, None]:
+        """An SQLite allowing few parameters per statement gets statements that fit."""
+        store = self.open_store()
+        limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
+        yield store._read(lambda db: db._conn.setlimit(limit, 20), "lower the limit")
+        changes = mixed_changes(200)
+        yield store.commit(changes)
+        memory = MemoryStore()
+        memory.start()
+        yield memory.commit(changes)
+        for name in ("m", "o"):
+            stored = yield store.load_map(name)
+            expected = yield memory.load_map(name)
+            self.assertEqual(stored, expected)

@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from topgun.store._codec import (
     EncodedChange,
     Kind,
+    Row,
     decode_grave_rows,
     decode_lww_rows,
     decode_or_rows,
@@ -101,24 +102,47 @@ _INDEXES = {
     "or_graves": ("CREATE INDEX or_graves_by_tag ON or_graves (map, tag)",),
 }
 
-_SQL = {
+#: Multi-row ``INSERT``s, by kind: the statement up to ``VALUES`` and the columns per row.
+#: One statement stores a chunk of rows: SQLite releases and retakes the GIL around each
+#: step, and with a busy reactor thread each retake waits, so steps per row would cost the
+#: reactor a thread switch per row. A later row with the same key replaces an earlier one,
+#: row by row as in separate statements.
+_INSERTS = {
     Kind.LWW_PUT: (
-        "INSERT OR REPLACE INTO lww"
-        " (map, key, value, millis, counter, node_id, ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO lww (map, key, value, millis, counter, node_id, ttl_ms) VALUES ",
+        7,
     ),
-    Kind.LWW_DELETE: ("DELETE FROM lww WHERE map = ? AND key = ?",),
     Kind.OR_PUT: (
-        "INSERT OR REPLACE INTO or_records (map, key, tag, value, millis, counter, node_id,"
-        " ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO or_records"
+        " (map, key, tag, value, millis, counter, node_id, ttl_ms) VALUES ",
+        8,
     ),
+    Kind.TOMBSTONE_ADD: ("INSERT OR IGNORE INTO or_tombstones (map, tag) VALUES ", 2),
+    Kind.GRAVE_ADD: ("INSERT OR IGNORE INTO or_graves (map, key, tag) VALUES ", 3),
+}
+
+#: The other kinds, one row per step.
+_DELETES = {
+    Kind.LWW_DELETE: ("DELETE FROM lww WHERE map = ? AND key = ?",),
     Kind.OR_REMOVE: ("DELETE FROM or_records WHERE map = ? AND key = ? AND tag = ?",),
-    Kind.TOMBSTONE_ADD: ("INSERT OR IGNORE INTO or_tombstones (map, tag) VALUES (?, ?)",),
     Kind.TOMBSTONE_DELETE: (
         "DELETE FROM or_tombstones WHERE map = ? AND tag = ?",
         "DELETE FROM or_graves WHERE map = ? AND tag = ?",
     ),
-    Kind.GRAVE_ADD: ("INSERT OR IGNORE INTO or_graves (map, key, tag) VALUES (?, ?, ?)",),
 }
+
+#: Most rows per ``INSERT``, a power of two; fewer if SQLite allows fewer parameters.
+_MAX_CHUNK = 256
+
+
+def _chunk_size(conn: sqlite3.Connection) -> int:
+    """The largest power of two of rows, at most :data:`_MAX_CHUNK`, whose parameters fit."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    widest = max(columns for _, columns in _INSERTS.values())
+    chunk = _MAX_CHUNK
+    while chunk > 1 and chunk * widest > limit:
+        chunk //= 2
+    return chunk
 
 
 def _inspect(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
@@ -231,6 +255,7 @@ class _Database:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._statements: dict[tuple[Kind, int], str] = {}
 
     @classmethod
     def open(cls, path: str, synchronous: Synchronous, busy_timeout: float) -> _Database:
@@ -278,15 +303,37 @@ class _Database:
             conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for kind, run in itertools.groupby(changes, key=lambda change: change[0]):
+            for kind, run in itertools.groupby(changes, key=_kind):
                 rows = [row for _, row in run]
-                for sql in _SQL[kind]:
-                    conn.executemany(sql, rows)
+                if kind in _INSERTS:
+                    self._insert(kind, rows)
+                else:
+                    for sql in _DELETES[kind]:
+                        conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _insert(self, kind: Kind, rows: list[Row]) -> None:
+        # Chunks of powers of two: a few distinct statements per kind, all of them staying
+        # in the connection's statement cache.
+        execute, flat = self._conn.execute, itertools.chain.from_iterable
+        chunk = _chunk_size(self._conn)  # a C call; follows a limit lowered meanwhile
+        start, total = 0, len(rows)
+        while start < total:
+            size = min(chunk, 1 << ((total - start).bit_length() - 1))
+            execute(self._statement(kind, size), list(flat(rows[start : start + size])))
+            start += size
+
+    def _statement(self, kind: Kind, rows: int) -> str:
+        sql = self._statements.get((kind, rows))
+        if sql is None:
+            head, columns = _INSERTS[kind]
+            values = "(" + ",".join("?" * columns) + ")"
+            sql = self._statements[kind, rows] = head + ",".join([values] * rows)
+        return sql
 
     def load_map(self, map_name: str) -> MapSnapshot:
         conn = self._conn
@@ -322,6 +369,10 @@ class _Database:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _kind(change: EncodedChange) -> Kind:
+    return change[0]
 
 
 _T = TypeVar("_T")
