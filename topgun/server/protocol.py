@@ -58,7 +58,9 @@ SILENTLY_DROPPED = frozenset(
 ANONYMOUS = Principal(subject="anonymous")
 
 #: At most this many decoded messages wait while an earlier one is still being handled
-#: (a map loading from the store); beyond it the connection is closed as overloaded.
+#: (a map loading from the store) or writes wait for their commit (backpressure: reading
+#: has paused, so only what one read brought in can pile up); beyond it the connection is
+#: closed as overloaded.
 MAX_QUEUED_MESSAGES = 10_000
 CLOSE_OVERLOADED = 4029
 #: The server is stopping (RFC 6455 "going away"); Autobahn's sendClose refuses 1001, so it
@@ -310,7 +312,7 @@ class TopGunServerProtocol(WebSocketServerProtocol):
         if self._writes == 0:
             return
         self._writes -= 1
-        if self._wake is None and not self._ended:
+        if self._wake is None and not self._ended and (self._queue or self._paused):
             # Not now: OP_ACK is sent from inside the engine's commit callback, which must
             # finish (fan-out) before the engine is handed the next message.
             self._wake = self.factory.clock.callLater(0, self._wake_up)
