@@ -100,15 +100,15 @@ class DefaultsTests(OptionsTestCase):
         self.assertNotIn(":", config.node_id)
         self.assertEqual(config.max_clock_drift_ms, 60_000)
         self.assertEqual(config.gc_threshold, DEFAULT_GC_THRESHOLD)
-        self.assertEqual(DEFAULT_GC_THRESHOLD, (100_000, 50, 1000))
+        self.assertEqual(DEFAULT_GC_THRESHOLD, (25_000, 10, 100))
 
     def test_gc_threshold_option(self) -> None:
         """--gc-threshold takes one to three generations' thresholds (the rest keep the
         default's) or 'off'; an embedder's ServerConfig leaves the collector alone."""
         self.set_env_secret()
         cases = {
-            "5000": (5000, 50, 1000),
-            "5000,20": (5000, 20, 1000),
+            "5000": (5000, 10, 100),
+            "5000,20": (5000, 20, 100),
             "700,10,10": (700, 10, 10),
             "off": None,
             "OFF": None,
