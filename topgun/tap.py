@@ -155,7 +155,7 @@ class Options(usage.Options):
         [
             "gc-threshold",
             None,
-            DEFAULT_GC_THRESHOLD,
+            ",".join(map(str, DEFAULT_GC_THRESHOLD)),
             "Garbage collector thresholds GEN0[,GEN1[,GEN2]] set once the server has started "
             "(when start-up's objects are also frozen out of collections); 'off' keeps "
             "Python's own. Default: 25000,10,100.",
@@ -191,6 +191,8 @@ class Options(usage.Options):
         except ValueError as error:
             raise usage.UsageError(f"--node-id: {error}") from None
         self["node-id"] = node_id
+        if isinstance(self["gc-threshold"], str):  # the default, not coerced by usage
+            self["gc-threshold"] = _gc_threshold(self["gc-threshold"])
         try:
             # Checked now, opened by StoreService: twistd forks after this, and a forked
             # daemon keeps neither the writer thread nor, safely, an open SQLite connection.
