@@ -7,12 +7,14 @@ every decoded message and the close it saw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from topgun.auth import JWTVerifier, mint_token
 from topgun.server.engine import Engine
 from topgun.server.factory import ServerSettings, TopGunServerFactory
-from topgun.store import MemoryStore, Store
+from topgun.store import Change, MapSnapshot, MemoryStore, Store, StoreError
 from topgun.wire import Auth, Message, decode, encode, pack
 
 SECRET = "test-secret-for-the-topgun-suite-0123456789"
@@ -137,3 +139,37 @@ def make_server(
         verifier=verifier, engine=the_engine, clock=clock, settings=settings
     )
     return Server(clock, store, the_engine, factory)
+
+
+class HeldStore(MemoryStore):
+    """The memory store, each commit held until :meth:`release` or :meth:`fail`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Deferred[None], list[Change]]] = []
+
+    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
+        waiting: Deferred[None] = Deferred()
+        self.held.append((waiting, list(changes)))
+        return waiting
+
+    def _take(self, count: int | None) -> list[tuple[Deferred[None], list[Change]]]:
+        count = len(self.held) if count is None else count
+        taken, self.held = self.held[:count], self.held[count:]
+        return taken
+
+    def release(self, count: int | None = None) -> None:
+        """Commit the ``count`` oldest held commits (default: all), in order."""
+        for waiting, changes in self._take(count):
+            MemoryStore.commit(self, changes).chainDeferred(waiting)
+
+    def fail(self, count: int | None = None) -> None:
+        """Fail the ``count`` oldest held commits (default: all): nothing of them is stored."""
+        for waiting, _changes in self._take(count):
+            waiting.errback(StoreError("disk full"))
+
+    def keys(self, map_name: str) -> set[str]:
+        """The keys stored in the LWW map ``map_name`` (the memory store answers at once)."""
+        loaded: list[MapSnapshot] = []
+        self.load_map(map_name).addCallback(loaded.append)
+        return set(loaded[0].lww)

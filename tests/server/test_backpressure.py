@@ -23,13 +23,13 @@ from twisted.internet.task import deferLater
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.server._harness import NOW, SECRET, RecordingClient, Server, make_server
+from tests.server._harness import NOW, SECRET, HeldStore, RecordingClient, Server, make_server
 from tests.server._loopback import bounded, connect, start_service
 from topgun.auth import JWTVerifier, mint_token
 from topgun.crdt.records import LWWRecord, Timestamp
 from topgun.server.factory import DEFAULT_MAX_PENDING_BATCHES, ServerSettings
 from topgun.server.protocol import TopGunServerProtocol
-from topgun.store import Change, MapSnapshot, MemoryStore, StoreError
+from topgun.store import StoreError
 from topgun.tap import ServerConfig
 from topgun.wire import (
     Auth,
@@ -48,40 +48,6 @@ from topgun.wire import (
 reactor: Any = _reactor
 LIMIT = 2
 MILLIS = int(NOW * 1000)
-
-
-class HeldStore(MemoryStore):
-    """The memory store, each commit held until :meth:`release` or :meth:`fail`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[Deferred[None], list[Change]]] = []
-
-    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
-        waiting: Deferred[None] = Deferred()
-        self.held.append((waiting, list(changes)))
-        return waiting
-
-    def _take(self, count: int | None) -> list[tuple[Deferred[None], list[Change]]]:
-        count = len(self.held) if count is None else count
-        taken, self.held = self.held[:count], self.held[count:]
-        return taken
-
-    def release(self, count: int | None = None) -> None:
-        """Commit the ``count`` oldest held commits (default: all), in order."""
-        for waiting, changes in self._take(count):
-            MemoryStore.commit(self, changes).chainDeferred(waiting)
-
-    def fail(self, count: int | None = None) -> None:
-        """Fail the ``count`` oldest held commits (default: all): nothing of them is stored."""
-        for waiting, _changes in self._take(count):
-            waiting.errback(StoreError("disk full"))
-
-    def keys(self, map_name: str) -> set[str]:
-        """The keys stored in the LWW map ``map_name`` (the memory store answers at once)."""
-        loaded: list[MapSnapshot] = []
-        self.load_map(map_name).addCallback(loaded.append)
-        return set(loaded[0].lww)
 
 
 class PausingTransport(iosim.FakeTransport):

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.server._harness import make_server
+from tests.server._harness import HeldStore, make_server
 from tests.server.test_protocol import put, remove, ts
 from topgun.auth.principal import Principal
 from topgun.crdt.hash import merkle_path
 from topgun.crdt.records import LWWRecord, ORRecord
 from topgun.rbac import Action, Decision, ReloadablePolicy
-from topgun.store import Change, MemoryStore
 from topgun.wire import (
     ClientOp,
     Error,
@@ -206,24 +203,6 @@ class FieldRedactionTests(SynchronousTestCase):
                 Error(403, "READ on hidden.tags denied", details),
             ],
         )
-
-
-class HeldStore(MemoryStore):
-    """The memory store with every commit held until :meth:`release`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[Deferred[None], list[Change]]] = []
-
-    def commit(self, changes: Sequence[Change]) -> Deferred[None]:
-        waiting: Deferred[None] = Deferred()
-        self.held.append((waiting, list(changes)))
-        return waiting
-
-    def release(self) -> None:
-        held, self.held = self.held, []
-        for waiting, changes in held:
-            MemoryStore.commit(self, changes).chainDeferred(waiting)
 
 
 class ListenerTests(SynchronousTestCase):
