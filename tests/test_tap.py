@@ -126,6 +126,17 @@ class DefaultsTests(OptionsTestCase):
         )
         self.assertIsNone(config.gc_threshold)
 
+    def test_no_sync_reset_option(self) -> None:
+        """SYNC_RESET_REQUIRED after a denied write is on by default; --no-sync-reset turns
+        it off in the engine the service builds."""
+        self.set_env_secret()
+        for argv, expected in (((), True), (("--no-sync-reset",), False)):
+            config = ServerConfig.from_options(self.parse("--store", "memory:", *argv))
+            self.assertIs(config.sync_reset_on_denial, expected, argv)
+            service = build_service(config, Clock())
+            assert service.factory is not None
+            self.assertIs(service.factory.engine.sync_reset_on_denial, expected, argv)
+
     def test_listen_is_repeatable(self) -> None:
         """Every --listen is kept, in order, and replaces the default."""
         self.set_env_secret()

@@ -98,6 +98,12 @@ class Options(usage.Options):
 
     optFlags = [
         ["no-auth", None, "Development only: accept every connection without a token."],
+        [
+            "no-sync-reset",
+            None,
+            "After a denied write to an LWW map, do not send SYNC_RESET_REQUIRED (which makes "
+            "the client drop its optimistic copy and resync the map from the server).",
+        ],
     ]
     optParameters: list[list[Any]] = [
         ["jwt-secret-file", None, None, "File holding the HS256 secret or a PEM public key."],
@@ -253,6 +259,8 @@ class ServerConfig:
     #: Garbage collector thresholds the running server uses (see :class:`GCTuningService`);
     #: None leaves the collector alone, as an embedding application may want.
     gc_threshold: tuple[int, int, int] | None = None
+    #: Send ``SYNC_RESET_REQUIRED`` for an LWW map after a denied write to it (rate limited).
+    sync_reset_on_denial: bool = True
 
     @classmethod
     def from_options(cls, options: Options) -> ServerConfig:
@@ -270,6 +278,7 @@ class ServerConfig:
             max_clock_drift_ms=round(options["max-clock-drift"] * 1000),
             policy=options["policy-instance"],
             gc_threshold=options["gc-threshold"],
+            sync_reset_on_denial=not options["no-sync-reset"],
         )
 
 
@@ -456,6 +465,7 @@ def build_service(config: ServerConfig, reactor: IReactorTime) -> ServerService:
         node_id=config.node_id,
         policy=config.policy,
         max_clock_drift_ms=config.max_clock_drift_ms,
+        sync_reset_on_denial=config.sync_reset_on_denial,
     )
     factory = TopGunServerFactory(
         verifier=config.verifier, engine=engine, clock=reactor, settings=config.settings
