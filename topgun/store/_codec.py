@@ -130,6 +130,28 @@ def _timestamp(ts: object) -> tuple[int, int, str]:
 
 
 def _encode(change: Change) -> EncodedChange:
+    if type(change) is PutLWW:
+        # The hot path (every LWW write): plain ASCII names and in-range integers are
+        # stored as they are; anything else takes the checked path below, which names
+        # what is wrong.
+        map_name, key, record = change.map, change.key, change.record
+        if type(record) is LWWRecord and type(map_name) is str and type(key) is str:
+            ts, value, ttl = record.timestamp, record.value, record.ttl_ms
+            if type(ts) is Timestamp:
+                millis, counter, node_id = ts.millis, ts.counter, ts.node_id
+                if (
+                    map_name.isascii()
+                    and key.isascii()
+                    and type(node_id) is str
+                    and node_id.isascii()
+                    and type(millis) is int
+                    and 0 <= millis <= _I64_MAX
+                    and type(counter) is int
+                    and 0 <= counter <= _I64_MAX
+                    and (ttl is None or (type(ttl) is int and _I64_MIN <= ttl <= _I64_MAX))
+                ):
+                    blob = None if value is None else pack_value(value)
+                    return Kind.LWW_PUT, (map_name, key, blob, millis, counter, node_id, ttl)
     if isinstance(change, PutLWW):
         record = change.record
         if not isinstance(record, LWWRecord):
