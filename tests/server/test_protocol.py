@@ -312,6 +312,26 @@ class WriteTests(SynchronousTestCase):
         snapshot = self.successResultOf(server.store.load_map("todos"))
         self.assertEqual(set(snapshot.lww), {"b"})
 
+    def test_server_stamped_remove_passes_the_batch_before_it(self) -> None:
+        """A REMOVE without a record, after a PUT of the same key stamped ahead of the
+        server clock in the same batch, is stamped after that PUT and so wins; the clock
+        then also passes the batch's latest timestamp."""
+        server = make_server(self, max_clock_drift_ms=60_000)
+        client = server.login()
+        nil_remove = ClientOp("todos", "a", OpKind.REMOVE, id="2", op_type="REMOVE")
+        client.send(OpBatch([put("1", "a", 1, ts(30_000, 7)), nil_remove]))
+        client.send(OpBatch([put("3", "b", 2, ts(40_000, 3)), put("4", "c", 3, ts(20_000))]))
+        server.flush()
+        self.assertEqual(client.types(), ["OP_ACK", "OP_ACK"])
+        snapshot = self.successResultOf(server.store.load_map("todos"))
+        tombstone = snapshot.lww["a"]
+        self.assertIsNone(tombstone.value)
+        self.assertEqual(
+            (tombstone.timestamp.millis, tombstone.timestamp.counter), (MILLIS + 30_000, 9)
+        )
+        hlc = server.engine.hlc
+        self.assertGreater((hlc.last_millis, hlc.last_counter), (MILLIS + 40_000, 3))
+
     def test_or_add_and_remove(self) -> None:
         """OR adds keep their tags verbatim; an OR remove tombstones the tag everywhere."""
         server = make_server(self)

@@ -24,7 +24,7 @@ from topgun.crdt.hash import merkle_path
 from topgun.crdt.hlc import HLC, compare_timestamps
 from topgun.crdt.lww import LWWMap, is_expired
 from topgun.crdt.ormap import ORMap
-from topgun.crdt.records import LWWRecord, ORRecord
+from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.rbac import ALLOW_ALL, Action, Decision, Policy
 from topgun.store import (
     AddORGrave,
@@ -451,6 +451,7 @@ class Engine:
         denied_lww: dict[str, None] = {}
         send = session.connection.send
         horizon = self.now_ms() + self.max_clock_drift_ms
+        latest: Timestamp | None = None
         for op in ops:
             state = self._maps[op.map_name]
             if op.kind is OpKind.PUT:
@@ -486,10 +487,21 @@ class Engine:
                     )
                 )
                 continue
-            if timestamp is not None:
-                self.hlc.update(timestamp)
+            if timestamp is None:
+                # The server stamps this op: its clock must first pass what came before.
+                if latest is not None:
+                    self.hlc.update(latest)
+                    latest = None
+            elif latest is None or (timestamp.millis, timestamp.counter) > (
+                latest.millis,
+                latest.counter,
+            ):
+                latest = timestamp
             self._apply_op(state, op, changes, events if state.listened(session) else None)
             applied.append(op)
+        if latest is not None:
+            # Once per batch: the clock only has to pass the batch's latest timestamp.
+            self.hlc.update(latest)
         if denied_maps:
             send(Error(403, "write access denied for map: " + ", ".join(denied_maps)))
         last_id = _last_id(ops)
