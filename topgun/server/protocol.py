@@ -86,10 +86,18 @@ _AUTOBAHN_CONFIG_ATTRS: tuple[str, ...] | None = (
 )
 
 
+#: Autobahn's Twisted glue formats a debug log line (qualified names in terminal colours)
+#: for every read and every write, whether or not debug logging is on: ~4 % of the server's
+#: CPU under load. TopGunServerProtocol overrides the two methods with what Autobahn does
+#: minus that line, as long as Autobahn still has the method its own read hands over to.
+_AUTOBAHN_QUIET_IO = callable(getattr(WebSocketServerProtocol, "_dataReceived", None))
+
+
 class TopGunServerProtocol(WebSocketServerProtocol):
     """One client connection."""
 
     factory: TopGunServerFactory
+    logOctets: bool  # one of Autobahn's options, copied from the factory per connection
     _log = Logger()
 
     if _AUTOBAHN_CONFIG_ATTRS is not None:
@@ -116,6 +124,27 @@ class TopGunServerProtocol(WebSocketServerProtocol):
                 if not hasattr(self, name):
                     setattr(self, name, getattr(self.factory, name))
         super()._connectionMade()
+
+    if _AUTOBAHN_QUIET_IO:
+
+        def dataReceived(self, data: bytes) -> None:
+            self._dataReceived(data)
+
+        def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+            transport = self.transport
+            if (
+                chopsize
+                or sync
+                or self.send_queue
+                or self.logOctets
+                or self.state != WebSocketServerProtocol.STATE_OPEN
+                or transport is None
+            ):
+                super().sendData(data, sync, chopsize)
+                return
+            # Autobahn's own path for an unqueued write on an open connection.
+            transport.write(data)
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
 
     # --- Autobahn callbacks --------------------------------------------------------------
 
