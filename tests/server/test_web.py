@@ -451,8 +451,9 @@ class LoopbackTests(TestCase):
         self.assertEqual(messages(split_response(data)[2]), [AuthRequired(), AuthAck("alice")])
         self.assertEqual(made, [])
 
-    async def test_health_check_and_status_page_through_twisted_web(self) -> None:
-        """GET /healthz and a GET / without Upgrade are served by twisted.web as before."""
+    async def test_health_check_and_plain_gets_through_twisted_web(self) -> None:
+        """GET /healthz is served by twisted.web as before; a GET of the WebSocket path
+        without Upgrade gets 426 Upgrade Required, never a redirect to a given URL."""
         running = await self.serve()
         made = counting_requests(self, self.site(running))
         client = await self.open(running)
@@ -463,13 +464,14 @@ class LoopbackTests(TestCase):
         status, _headers, body = split_response(client.received)
         self.assertEqual((status, json.loads(body)["status"]), (b"HTTP/1.1 200 OK", "ok"))
 
-        page = await self.open(running)
-        self.write(page, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await bounded(page.ended, reactor)
-        status, headers, _body = split_response(page.received)
-        self.assertEqual(status, b"HTTP/1.1 200 OK")
-        self.assertIn(b"text/html", headers.lower())
-        self.assertEqual(len(made), 2)
+        for target in (b"/", b"/ws", b"/?redirect=https%3A%2F%2Fexample.com%2F"):
+            page = await self.open(running)
+            self.write(page, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            await bounded(page.ended, reactor)
+            status, headers, _body = split_response(page.received)
+            self.assertEqual(status, b"HTTP/1.1 426 HTTP Upgrade header missing", target)
+            self.assertNotIn(b"location:", headers.lower(), target)
+        self.assertEqual(len(made), 4)
 
     async def test_http_10_upgrade_still_goes_through_twisted_web(self) -> None:
         """An HTTP/1.0 upgrade is left to twisted.web, which hands it to Autobahn as before."""

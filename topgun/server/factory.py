@@ -123,6 +123,9 @@ class TopGunServerFactory(WebSocketServerFactory):
             # Close with a code and reason (1009 "message too big"...) rather than dropping
             # the TCP connection, so a client can tell what it did wrong.
             failByDrop=False,
+            # A plain GET of the WebSocket path gets 426 Upgrade Required, not Autobahn's
+            # status page, which also 303-redirects ``?redirect=URL`` to any site.
+            webStatus=False,
         )
 
     # --- live connections ----------------------------------------------------------------
