@@ -577,6 +577,27 @@ class MerkleSyncTests(SynchronousTestCase):
         )
 
 
+class ClosingTests(SynchronousTestCase):
+    def test_a_peer_has_seconds_to_answer_a_close(self) -> None:
+        """After the server sends a close frame, a peer that answers 3.9 s later still
+        completes the closing handshake and sees the code sent (Autobahn's 1 s timeout,
+        rounded down to a whole second by its timer, could drop it within milliseconds);
+        one that has not answered after 5 s is dropped."""
+        for answer_after, timed_out in ((3.9, False), (5.0, True)):
+            server = make_server(self)
+            client, pump = server.connect()
+            client.send(Auth(token()))
+            pump.flush()
+            server.clock.advance(0.7)  # anywhere inside a second of the clock
+            server.factory.close_connections(timeout=60)
+            server.clock.advance(answer_after)
+            self.assertIs(pump.server.wasCloseHandshakeTimeout, timed_out, answer_after)
+            if not timed_out:
+                pump.flush()
+                self.assertEqual(client.close_code, 1001)
+                self.assertTrue(pump.server.wasClean)
+
+
 class FailingStore(MemoryStore):
     """A memory store whose loads or commits fail while told to."""
 

@@ -24,6 +24,12 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_PENDING_BATCHES = 4
 #: How long :meth:`TopGunServerFactory.close_connections` waits for connections to end.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+#: Seconds a peer has to answer a close frame the server sent before the TCP connection is
+#: dropped (and the peer sees 1006 instead of the code sent). Autobahn's default is 1, but
+#: its timer rounds the deadline down to a whole second of the clock (txaio's batched
+#: timer), so 1 s can end a few milliseconds after the close frame went out; 5 leaves at
+#: least 4.
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 _log = Logger()
 
@@ -123,6 +129,7 @@ class TopGunServerFactory(WebSocketServerFactory):
             # Close with a code and reason (1009 "message too big"...) rather than dropping
             # the TCP connection, so a client can tell what it did wrong.
             failByDrop=False,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
             # A plain GET of the WebSocket path gets 426 Upgrade Required, not Autobahn's
             # status page, which also 303-redirects ``?redirect=URL`` to any site.
             webStatus=False,

@@ -203,6 +203,12 @@ class TopGunServerProtocol(WebSocketServerProtocol):
             self._enqueue(message)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # Autobahn cancels its close-handshake timer only when the peer answers the close;
+        # a peer that just disconnects would leave it pending for seconds.
+        timer = getattr(self, "closeHandshakeTimeoutCall", None)
+        if timer is not None:
+            self.closeHandshakeTimeoutCall = None
+            timer.cancel()
         if self._machine is not None:
             self._machine.connectionLost()
         if self._session is not None:
