@@ -127,4 +127,9 @@ def render_targets(rows: list[dict[str, Any]]) -> str:
             f"  {row['name']:<32} {row['figure']:>12,.2f} {row['unit']:<6} "
             f"(target {row['target']} {row['unit']}): {verdict}"
         )
+    if any(row["met"] is False for row in rows):
+        lines.append(
+            "  where the time goes and what would close the gaps: docs/performance.md; "
+            "--profile py-spy profiles this run's servers"
+        )
     return "\n".join(lines)
