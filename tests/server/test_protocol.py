@@ -67,6 +67,14 @@ def remove(op_id: str, key: str, stamp: Timestamp, map_name: str = "todos") -> C
     )
 
 
+def or_add(op_id: str, key: str, value: Any, stamp: Timestamp, tag: str) -> ClientOp:
+    return ClientOp("tags", key, OpKind.OR_ADD, id=op_id, or_record=ORRecord(value, stamp, tag))
+
+
+def or_remove(op_id: str, key: str, tag: str) -> ClientOp:
+    return ClientOp("tags", key, OpKind.OR_REMOVE, id=op_id, or_tag=tag)
+
+
 class HandshakeTests(SynchronousTestCase):
     def test_auth_required_is_sent_on_open(self) -> None:
         """The first frame of every connection is AUTH_REQUIRED."""
@@ -345,7 +353,7 @@ class WriteTests(SynchronousTestCase):
             OpBatch(
                 [
                     ClientOp("tags", "k", OpKind.OR_ADD, id="1", or_record=record),
-                    ClientOp("tags", "k", OpKind.OR_REMOVE, id="2", or_tag="tag-1"),
+                    or_remove("2", "k", "tag-1"),
                 ]
             )
         )
@@ -476,13 +484,9 @@ class MerkleSyncTests(SynchronousTestCase):
         writer.send(
             OpBatch(
                 [
-                    ClientOp(
-                        "tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1")
-                    ),
-                    ClientOp(
-                        "tags", "k", OpKind.OR_ADD, id="2", or_record=ORRecord("b", ts(1), "t2")
-                    ),
-                    ClientOp("tags", "k", OpKind.OR_REMOVE, id="3", or_tag="t1"),
+                    or_add("1", "k", "a", ts(), "t1"),
+                    or_add("2", "k", "b", ts(1), "t2"),
+                    or_remove("3", "k", "t1"),
                 ]
             )
         )
@@ -513,8 +517,8 @@ class MerkleSyncTests(SynchronousTestCase):
         still names it with its tombstone, so a client that missed the removal drops it."""
         server = make_server(self)
         writer = server.login()
-        add = ClientOp("tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1"))
-        writer.send(OpBatch([add, ClientOp("tags", "k", OpKind.OR_REMOVE, id="2", or_tag="t1")]))
+        add = or_add("1", "k", "a", ts(), "t1")
+        writer.send(OpBatch([add, or_remove("2", "k", "t1")]))
         server.flush()
         reader = server.login("bob")
         reader.send(ORMapMerkleReqBucket("tags", merkle_path("k")[:3]))
@@ -528,7 +532,7 @@ class MerkleSyncTests(SynchronousTestCase):
         carries the tombstone, even for a key the server never saw that record under."""
         server = make_server(self)
         writer = server.login()
-        writer.send(OpBatch([ClientOp("tags", "j", OpKind.OR_REMOVE, id="1", or_tag="t9")]))
+        writer.send(OpBatch([or_remove("1", "j", "t9")]))
         server.flush()
         stale = ORMapEntry("k", [ORRecord("old", ts(), "t9")], [])
         writer.send(ORMapPushDiff("tags", [stale]))
@@ -549,13 +553,9 @@ class MerkleSyncTests(SynchronousTestCase):
         writer.send(
             OpBatch(
                 [
-                    ClientOp(
-                        "tags", "k", OpKind.OR_ADD, id="1", or_record=ORRecord("a", ts(), "t1")
-                    ),
-                    ClientOp(
-                        "tags", "gone", OpKind.OR_ADD, id="2", or_record=ORRecord("b", ts(), "t2")
-                    ),
-                    ClientOp("tags", "gone", OpKind.OR_REMOVE, id="3", or_tag="t2"),
+                    or_add("1", "k", "a", ts(), "t1"),
+                    or_add("2", "gone", "b", ts(), "t2"),
+                    or_remove("3", "gone", "t2"),
                 ]
             )
         )
