@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--fanout-maps", type=int, default=10)
     add("--fanout-subscribers", type=int, default=20, help="subscribers per map")
     add("--fanout-interval-ms", type=float, default=50.0, help="ms between writes per map")
+    add("--fanout-batch", type=int, default=1, help="PUTs per write (OP_BATCH) in fanout")
     add("--handshake-concurrency", type=int, default=50)
     add("--sync-keys", type=int, default=100_000)
     add("--sync-changed", default="10,1000", help="comma-separated changed-key counts")
@@ -141,7 +142,8 @@ def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with the options, if anything (argparse checks only their types)."""
     positive = (
         "duration connections batch window echo_connections fanout_maps fanout_subscribers "
-        "fanout_interval_ms handshake_concurrency sync_keys sync_reps idle_connections"
+        "fanout_interval_ms fanout_batch handshake_concurrency sync_keys sync_reps "
+        "idle_connections"
     )
     for name in positive.split():
         if getattr(args, name) <= 0:
@@ -351,6 +353,7 @@ class Run:
             maps=a.fanout_maps,
             subscribers=a.fanout_subscribers,
             interval=a.fanout_interval_ms / 1000,
+            batch=a.fanout_batch,
             duration=a.duration,
             warmup=a.warmup,
         )

@@ -1,5 +1,8 @@
 """``fanout``: K subscribers per map, one writer per map; write → SERVER_EVENT latency.
 
+Each write is an OP_BATCH of ``batch`` PUTs (``--fanout-batch``), which the server may
+fan out as one ``SERVER_BATCH_EVENT``; every change in it counts as one event.
+
 A subscriber shows interest in its map the way the stock client does on ``getMap`` (a
 ``SYNC_INIT``, answered with ``SYNC_RESP_ROOT``), after which the server sends it every
 other connection's change to that map. Each write carries its send time (the shared
@@ -61,9 +64,7 @@ async def run_fanout(
     received = [0]
     sent = [0]
 
-    def on_event(message: dict[str, Any]) -> None:
-        now = _now_us()
-        payload = message.get("payload") or {}
+    def on_change(payload: dict[str, Any], now: int) -> None:
         record = payload.get("record") or {}
         value = record.get("value")
         stamp = value.get("t") if isinstance(value, dict) else None
@@ -71,9 +72,18 @@ async def run_fanout(
             delivery.record(now - stamp)
             received[0] += 1
 
+    def on_event(message: dict[str, Any]) -> None:
+        on_change(message.get("payload") or {}, _now_us())
+
+    def on_batch_event(message: dict[str, Any]) -> None:
+        now = _now_us()
+        for payload in (message.get("payload") or {}).get("events") or []:
+            on_change(payload, now)
+
     # Interest first, then subscribe: every subscriber holds its map before writes start.
     async def subscribe(index: int, client: Client) -> None:
         client.handlers["SERVER_EVENT"] = on_event
+        client.handlers["SERVER_BATCH_EVENT"] = on_batch_event
         root = client.waiter("SYNC_RESP_ROOT")
         client.send(frames.sync_init(names[index % load.maps]))
         await asyncio.wait_for(root, 30)

@@ -32,6 +32,7 @@ from topgun.wire import (
     QueryResult,
     QuerySub,
     QueryUpdate,
+    ServerBatchEvent,
     ServerEvent,
     SyncInit,
     SyncResetRequired,
@@ -183,6 +184,29 @@ class FieldRedactionTests(SynchronousTestCase):
             [(r.key, r.record.value) for r in leaf.records if r.key == "a"],
             [("a", {"title": "A"})],
         )
+
+    def test_batched_events_are_redacted_per_reader(self) -> None:
+        """A batch's SERVER_BATCH_EVENT is redacted for a field-limited reader while a
+        reader without field rules gets the values whole."""
+        server = make_server(self, policy=TablePolicy())
+        limited = server.login("bob", roles=("LIMITED",))
+        full = server.login("dave")
+        for reader in (limited, full):
+            reader.send(SyncInit("todos"))
+        server.flush()
+        limited.take()
+        full.take()
+        writer = server.login("carol")
+        values = [{"title": "B", "salary": 5}, {"title": "C", "salary": 6}]
+        writer.send(OpBatch([put(str(i), f"k{i}", v, ts(i)) for i, v in enumerate(values)]))
+        server.flush()
+        [redacted] = limited.received
+        [whole] = full.received
+        assert isinstance(redacted, ServerBatchEvent) and isinstance(whole, ServerBatchEvent)
+        self.assertEqual(
+            [e.record.value for e in redacted.events if e.record], [{"title": "B"}, {"title": "C"}]
+        )
+        self.assertEqual([e.record.value for e in whole.events if e.record], values)
 
     def test_or_diff_response_is_redacted_and_read_checked(self) -> None:
         """ORMAP_DIFF_RESPONSE values are redacted for a field-limited reader, and a reader

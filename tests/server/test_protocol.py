@@ -13,6 +13,7 @@ from topgun.crdt.hash import merkle_path
 from topgun.crdt.lww import LWWMap
 from topgun.crdt.records import LWWRecord, ORRecord, Timestamp
 from topgun.server.authfsm import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT
+from topgun.server.engine import MAX_EVENTS_PER_FRAME
 from topgun.server.factory import ServerSettings, autobahn_origin
 from topgun.store import Change, MapSnapshot, MemoryStore, StoreEncodingError, StoreError
 from topgun.wire import (
@@ -43,6 +44,7 @@ from topgun.wire import (
     QuerySub,
     QueryUnsub,
     QueryUpdate,
+    ServerBatchEvent,
     ServerEvent,
     SyncInit,
     SyncRespBuckets,
@@ -283,11 +285,36 @@ class WriteTests(SynchronousTestCase):
         server.flush()
         writer.send(OpBatch([put("1", "a", {"t": 1}, ts()), remove("2", "a", ts(1))]))
         server.flush()
-        events = [m for m in reader.received if isinstance(m, ServerEvent)]
-        self.assertEqual([e.event.event_type for e in events], ["PUT", "REMOVE"])
-        self.assertEqual(events[1].event.record, LWWRecord(None, ts(1)))
+        [batch] = [m for m in reader.received if isinstance(m, ServerBatchEvent)]
+        self.assertEqual([e.event_type for e in batch.events], ["PUT", "REMOVE"])
+        self.assertEqual(batch.events[1].record, LWWRecord(None, ts(1)))
         snapshot = self.successResultOf(server.store.load_map("todos"))
         self.assertEqual(snapshot.lww["a"], LWWRecord(None, ts(1)))
+
+    def test_a_batch_reaches_a_reader_as_one_frame_per_map(self) -> None:
+        """A batch's changes reach each reader as one SERVER_BATCH_EVENT per map (in op
+        order, up to MAX_EVENTS_PER_FRAME changes a frame); a single change of a map stays
+        a SERVER_EVENT."""
+        server = make_server(self)
+        writer = server.login()
+        reader = server.login("bob")
+        for name in ("todos", "notes"):
+            reader.send(SyncInit(name))
+        server.flush()
+        reader.take()
+        count = MAX_EVENTS_PER_FRAME + 2
+        ops = [put(str(i), f"k{i}", i, ts(i)) for i in range(count)]
+        ops.insert(1, put("n", "n1", "x", ts(), map_name="notes"))
+        writer.send(OpBatch(ops))
+        server.flush()
+        self.assertEqual(writer.types(), ["OP_ACK"])
+        first, second, note = reader.received
+        assert isinstance(first, ServerBatchEvent) and isinstance(second, ServerBatchEvent)
+        keys = [e.key for e in first.events + second.events]
+        self.assertEqual(keys, [f"k{i}" for i in range(count)])
+        self.assertEqual(len(first.events), MAX_EVENTS_PER_FRAME)
+        assert isinstance(note, ServerEvent)
+        self.assertEqual((note.event.map_name, note.event.key), ("notes", "n1"))
 
     def test_events_go_only_to_interested_others(self) -> None:
         """SERVER_EVENT reaches connections that showed interest in the map, not the writer."""
@@ -359,8 +386,8 @@ class WriteTests(SynchronousTestCase):
         )
         server.flush()
         self.assertEqual(writer.types(), ["OP_ACK"])
-        kinds = [m.event.event_type for m in reader.received if isinstance(m, ServerEvent)]
-        self.assertEqual(kinds, ["OR_ADD", "OR_REMOVE"])
+        [batch] = [m for m in reader.received if isinstance(m, ServerBatchEvent)]
+        self.assertEqual([e.event_type for e in batch.events], ["OR_ADD", "OR_REMOVE"])
         snapshot = self.successResultOf(server.store.load_map("tags"))
         self.assertEqual(snapshot.or_tombstones, {"tag-1"})
         self.assertEqual(snapshot.or_records, {})

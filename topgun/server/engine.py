@@ -67,6 +67,7 @@ from topgun.wire import (
     QuerySyncInit,
     QueryUnsub,
     QueryUpdate,
+    ServerBatchEvent,
     ServerEvent,
     ServerEventPayload,
     SyncInit,
@@ -85,6 +86,8 @@ _HEX = frozenset("0123456789abcdef")
 DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
 #: At most one SYNC_RESET_REQUIRED per connection and map in this many milliseconds.
 DEFAULT_SYNC_RESET_INTERVAL_MS = 10_000
+#: Changes per SERVER_BATCH_EVENT frame when a batch changed many keys of one map.
+MAX_EVENTS_PER_FRAME = 100
 #: Keys one removed tag may be buried under through resent records (see MapState.bury).
 MAX_GRAVES_PER_TAG = 4
 
@@ -675,25 +678,40 @@ class Engine:
         send(Error(500, "storage error: the batch was not saved, resend it"))
 
     def _fan_out(self, writer: Session, events: list[_Event]) -> None:
+        """Send committed changes to every other connection that follows their map and may
+        read it: a change alone as ``SERVER_EVENT``, several changes of one map (a batch)
+        as ``SERVER_BATCH_EVENT`` frames of up to :data:`MAX_EVENTS_PER_FRAME`, so a reader
+        gets one frame per batch and map rather than one per change."""
+        by_map: dict[str, list[ServerEventPayload]] = {}
         for event in events:
-            state = self._maps.get(event.map_name)
+            by_map.setdefault(event.map_name, []).append(event.payload)
+        for map_name, payloads in by_map.items():
+            state = self._maps.get(map_name)
             if state is None:
                 continue
-            frame: bytes | None = None  # encoded once, for the first reader that needs it
+            chunks = [
+                payloads[i : i + MAX_EVENTS_PER_FRAME]
+                for i in range(0, len(payloads), MAX_EVENTS_PER_FRAME)
+            ]
+            frames: list[bytes] | None = None  # encoded once, for the first reader needing them
             for session in state.sessions:
                 if session is writer:
                     continue
-                decision = self._authorize(session, Action.READ, event.map_name)
+                decision = self._authorize(session, Action.READ, map_name)
                 if not decision.allowed:
                     continue
                 if decision.fields is None:
-                    if frame is None:
-                        frame = encode(ServerEvent(event.payload))
-                    session.connection.send_frame(frame)
+                    if frames is None:
+                        frames = [encode(_event_message(chunk)) for chunk in chunks]
+                    for frame in frames:
+                        session.connection.send_frame(frame)
                 else:
-                    session.connection.send(ServerEvent(_redact_event(event.payload, decision)))
-            if event.payload.event_type in ("PUT", "REMOVE"):
-                self._update_queries(state, event.payload)
+                    for chunk in chunks:
+                        redacted = [_redact_event(payload, decision) for payload in chunk]
+                        session.connection.send(_event_message(redacted))
+            for payload in payloads:
+                if payload.event_type in ("PUT", "REMOVE"):
+                    self._update_queries(state, payload)
 
     # --- live queries --------------------------------------------------------------------
 
@@ -924,6 +942,10 @@ def _redact_or_record(record: ORRecord, decision: Decision) -> ORRecord:
     if decision.fields is None:
         return record
     return ORRecord(decision.filter(record.value), record.timestamp, record.tag, record.ttl_ms)
+
+
+def _event_message(payloads: list[ServerEventPayload]) -> Message:
+    return ServerEvent(payloads[0]) if len(payloads) == 1 else ServerBatchEvent(payloads)
 
 
 def _redact_event(payload: ServerEventPayload, decision: Decision) -> ServerEventPayload:
