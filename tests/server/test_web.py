@@ -260,6 +260,27 @@ class InMemoryTests(SynchronousTestCase):
         transport.loseConnection()
         self.assertEqual(self.server.factory.open_connections, 0)
 
+    def test_a_head_sent_a_byte_at_a_time_is_checked_a_few_times(self) -> None:
+        """A head delivered one byte per read (padded with a long header) is judged only at
+        its first bytes, its request line's end, its own end: linear work, not a full check
+        per byte; it is still upgraded."""
+        asked: list[int] = []
+        is_upgrade = self.site.is_upgrade
+
+        def counting(head: bytes) -> bool | None:
+            asked.append(len(head))
+            return is_upgrade(head)
+
+        self.patch(self.site, "is_upgrade", counting)
+        protocol, transport = self.connect()
+        head = upgrade_head()
+        padded = head[:-2] + b"X-Padding: " + b"p" * 8000 + b"\r\n\r\n"
+        for i in range(len(padded)):
+            protocol.dataReceived(padded[i : i + 1])
+        self.assertLessEqual(len(asked), len(b"GET /") + 2)
+        self.assertEqual(asked[-1], len(padded))
+        self.assertEqual(split_response(transport.value())[0], b"HTTP/1.1 101 Switching Protocols")
+
     @given(st.lists(st.integers(0, 60), max_size=6))
     def test_any_split_of_a_health_check(self, cuts: list[int]) -> None:
         """However GET /healthz is split into reads, twisted.web answers it with 200 JSON."""

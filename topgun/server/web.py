@@ -139,7 +139,8 @@ class _HTTPOrWebSocket(Protocol):
     def __init__(self, site: WebSocketSite, addr: IAddress) -> None:
         self._site = site
         self._addr = addr
-        self._head = b""
+        self._head = bytearray()
+        self._line_ended = False
         self._inner: IProtocol | None = None
         self._timer: IDelayedCall | None = None
 
@@ -155,12 +156,25 @@ class _HTTPOrWebSocket(Protocol):
             # Only with a transport that kept calling this protocol (see _hand_over).
             self._inner.dataReceived(data)
             return
-        head = self._head + data if self._head else data
+        held = self._head
+        seen = len(held)
+        held += data
+        # The verdict can change only at the first bytes, where the request line or the
+        # head ends, and past the size bound; asking only then keeps a head sent a byte at
+        # a time (or a line at a time) linear in its length.
+        if not (
+            seen < len(b"GET /")
+            or (not self._line_ended and b"\r\n" in held[max(0, seen - 1) :])
+            or b"\r\n\r\n" in held[max(0, seen - 3) :]
+            or len(held) > MAX_UPGRADE_HEAD
+        ):
+            return
+        self._line_ended = b"\r\n" in held
+        head = bytes(held)
         upgrade = self._site.is_upgrade(head)
         if upgrade is None:
-            self._head = head
             return
-        self._head = b""
+        self._head = bytearray()
         self._cancel_timer()
         inner: IProtocol | None = None
         if upgrade:
