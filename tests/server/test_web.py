@@ -261,9 +261,9 @@ class InMemoryTests(SynchronousTestCase):
         self.assertEqual(self.server.factory.open_connections, 0)
 
     def test_a_head_sent_a_byte_at_a_time_is_checked_a_few_times(self) -> None:
-        """A head delivered one byte per read (padded with a long header) is judged only at
+        """A head delivered one byte per read (padded with long headers) is judged only at
         its first bytes, its request line's end, its own end: linear work, not a full check
-        per byte; it is still upgraded."""
+        per byte or per line; it is still upgraded."""
         asked: list[int] = []
         is_upgrade = self.site.is_upgrade
 
@@ -273,8 +273,7 @@ class InMemoryTests(SynchronousTestCase):
 
         self.patch(self.site, "is_upgrade", counting)
         protocol, transport = self.connect()
-        head = upgrade_head()
-        padded = head[:-2] + b"X-Padding: " + b"p" * 8000 + b"\r\n\r\n"
+        padded = upgrade_head(padding=8000)
         for i in range(len(padded)):
             protocol.dataReceived(padded[i : i + 1])
         self.assertLessEqual(len(asked), len(b"GET /") + 2)
