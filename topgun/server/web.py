@@ -53,8 +53,8 @@ def build_root(factory: TopGunServerFactory) -> Resource:
     """The resource tree: mount it in your own Site, or next to your own resources."""
     root = Resource()
     websocket = WebSocketResource(factory)
-    root.putChild(b"", websocket)
-    root.putChild(b"ws", websocket)
+    for path in WEBSOCKET_PATHS:  # one segment each: b"/ws" is the child b"ws"
+        root.putChild(path.removeprefix(b"/"), websocket)
     root.putChild(b"healthz", HealthResource(factory))
     return root
 
